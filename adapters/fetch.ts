@@ -1,0 +1,23 @@
+/**
+ * `identity-kit/fetch`: a WHATWG fetch handler, `(request) => Promise<Response>`, for Node's http
+ * (through any Request/Response bridge), Bun, Deno, Cloudflare-style runtimes and tests.
+ *
+ * @example
+ * ```ts
+ * import { createFetchHandler } from "identity-kit/fetch"
+ * import { layerMemory } from "identity-kit"
+ * const handler = createFetchHandler({ storage: layerMemory, basePath: "/api" })
+ * Bun.serve({ fetch: handler.fetch })
+ * // on shutdown: await handler.dispose()
+ * ```
+ */
+import { type IdentityKit, type IdentityKitOptions, makeIdentityKit } from "../src/IdentityKit.js"
+
+export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/IdentityKit.js"
+
+/**
+ * A fetch handler built once from a storage layer (or sharing an existing kit's runtime).
+ * Unknown paths answer 404 JSON, other methods on the route 405.
+ */
+export const createFetchHandler = <E>(options: IdentityKitOptions<E> | { readonly kit: IdentityKit }): IdentityKit =>
+  "kit" in options ? options.kit : makeIdentityKit(options)

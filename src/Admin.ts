@@ -1,0 +1,101 @@
+/**
+ * Admin operations for host apps, seeds and tests: create workspaces, issue root keys (the
+ * plaintext is returned once and never stored), create, read and soft-delete identities, read the
+ * audit log. Not reachable over HTTP.
+ */
+import { randomBytes } from "node:crypto"
+import { Clock, Effect, Redacted } from "effect"
+import { InvalidInput } from "./Errors.js"
+import { base58, newId } from "./domain/Ids.js"
+import type { JsonObject } from "./domain/Json.js"
+import type { RatelimitInput, RootKey, Workspace } from "./domain/Model.js"
+import { hashRootKey, UPDATE_IDENTITY_PERMISSION } from "./services/Authorization.js"
+import { IdentityStore, type NewIdentity } from "./services/IdentityStore.js"
+
+/** Creates (or replaces) a workspace. Enabled unless `enabled: false`. */
+export const createWorkspace = Effect.fn("Admin.createWorkspace")(function*(
+  input: { readonly id?: string; readonly name?: string; readonly enabled?: boolean } = {}
+) {
+  const store = yield* IdentityStore
+  const now = yield* Clock.currentTimeMillis
+  const workspace: Workspace = {
+    id: input.id ?? newId("ws", now),
+    name: input.name ?? "default",
+    enabled: input.enabled ?? true,
+    createdAt: now
+  }
+  return yield* store.putWorkspace(workspace)
+})
+
+/** What `issueRootKey` takes. */
+export interface IssueRootKey {
+  readonly workspaceId: string
+  /** Default: `["identity.*.update_identity"]`. */
+  readonly permissions?: ReadonlyArray<string>
+  readonly name?: string
+  readonly enabled?: boolean
+  /** Epoch ms; `undefined` never expires. */
+  readonly expiresAt?: number
+  /** Use this plaintext instead of a random one (e.g. `ROOT_KEY` in scripts). */
+  readonly key?: Redacted.Redacted<string>
+}
+
+/** Issues a root key: stores its hash, returns the plaintext once as `key`. */
+export const issueRootKey = Effect.fn("Admin.issueRootKey")(function*(input: IssueRootKey) {
+  const store = yield* IdentityStore
+  const now = yield* Clock.currentTimeMillis
+  const key = input.key ?? Redacted.make(`unkey_${base58(randomBytes(24))}`)
+  const rootKey: RootKey = {
+    id: newId("key", now),
+    workspaceId: input.workspaceId,
+    hash: hashRootKey(Redacted.value(key)),
+    name: input.name ?? "root key",
+    permissions: input.permissions ?? [UPDATE_IDENTITY_PERMISSION],
+    enabled: input.enabled ?? true,
+    expiresAt: input.expiresAt ?? null,
+    deletedAt: null,
+    createdAt: now
+  }
+  return { rootKey: yield* store.putRootKey(rootKey), key }
+})
+
+/** What `createIdentity` takes; `autoApply` defaults to false. */
+export interface CreateIdentity {
+  readonly workspaceId: string
+  readonly externalId: string
+  readonly environment?: string
+  readonly meta?: JsonObject
+  readonly ratelimits?: ReadonlyArray<Omit<RatelimitInput, "autoApply"> & { readonly autoApply?: boolean }>
+}
+
+/** Creates an identity with its ratelimits. Fails with `IdentityConflict` on a live duplicate externalId. */
+export const createIdentity = Effect.fn("Admin.createIdentity")(function*(input: CreateIdentity) {
+  const store = yield* IdentityStore
+  const ratelimits = (input.ratelimits ?? []).map((rl) => ({ ...rl, autoApply: rl.autoApply ?? false }))
+  const names = new Set(ratelimits.map((rl) => rl.name))
+  if (names.size !== ratelimits.length) {
+    return yield* new InvalidInput({ detail: "Ratelimit names must be unique", errors: [] })
+  }
+  const identity: NewIdentity & { now: number } = {
+    workspaceId: input.workspaceId,
+    externalId: input.externalId,
+    environment: input.environment,
+    meta: input.meta,
+    ratelimits,
+    now: yield* Clock.currentTimeMillis
+  }
+  return yield* store.createIdentity(identity)
+})
+
+/** The live identity with this id or externalId, or `null`. */
+export const getIdentity = (workspaceId: string, identity: string) =>
+  Effect.flatMap(IdentityStore, (store) => store.getIdentity(workspaceId, identity))
+
+/** Soft-deletes an identity; `false` when there was no live one. */
+export const deleteIdentity = (workspaceId: string, identity: string) =>
+  Effect.flatMap(IdentityStore, (store) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.deleteIdentity(workspaceId, identity, now)))
+
+/** The workspace's audit entries, oldest first. */
+export const listAuditLog = (workspaceId: string) =>
+  Effect.flatMap(IdentityStore, (store) => store.listAuditLog(workspaceId))

@@ -1,0 +1,141 @@
+/**
+ * The request body of `POST /v2/identities.updateIdentity` (spec §1) as an Effect Schema, and the
+ * success body (spec §3). Messages follow JSON Schema's wording (`got X, want Y`) so they read the
+ * same as Unkey's own validator.
+ */
+import { Schema } from "effect"
+import { isJsonObject, type JsonObject } from "./Json.js"
+
+/** Limits of spec §1. */
+export const limits = {
+  maxRatelimits: 50,
+  maxMetaKeys: 100,
+  maxMetaBytes: 1_048_576,
+  /** Decision: meta nesting is bounded so serialising it can never exhaust the stack. */
+  maxMetaDepth: 100,
+  minNameLength: 3,
+  maxNameLength: 128,
+  minDuration: 1000
+} as const
+
+/** The JSON type of a value, for messages: `null`, `array`, `object`, `string`, `number`, `boolean`. */
+export const jsonTypeOf = (value: unknown): string =>
+  value === null ? "null" : Array.isArray(value) ? "array" : typeof value === "number" && Number.isInteger(value) ? "integer" : typeof value
+
+const want = (type: string) => (issue: { readonly actual: unknown }) => `got ${jsonTypeOf(issue.actual)}, want ${type}`
+
+const JsonString = Schema.String.annotations({ message: want("string") })
+const JsonBoolean = Schema.Boolean.annotations({ message: want("boolean") })
+const JsonNumber = Schema.Number.annotations({ message: want("integer") })
+
+const noNul = (s: string) => !s.includes("\u0000") || "must not contain the NUL character (\\u0000)"
+
+const SafeInteger = (minimum: number) =>
+  JsonNumber.pipe(
+    Schema.filter((n) => Number.isInteger(n) || `got number, want integer`),
+    Schema.filter((n) => n >= minimum || `minimum: got ${n}, want ${minimum}`),
+    Schema.filter((n) => Number.isSafeInteger(n) || `maximum: got ${n}, want ${Number.MAX_SAFE_INTEGER}`)
+  )
+
+const codePoints = (s: string) => {
+  let n = 0
+  for (const _ of s) n++
+  return n
+}
+
+/** Depth of nested objects/arrays, computed without recursion. */
+const depthOf = (root: unknown): number => {
+  let max = 0
+  const stack: Array<[unknown, number]> = [[root, 1]]
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!
+    if (typeof value !== "object" || value === null) continue
+    if (depth > max) max = depth
+    for (const child of Object.values(value)) stack.push([child, depth + 1])
+  }
+  return max
+}
+
+/**
+ * `meta` is validated but never rebuilt: the decoded value is the object `JSON.parse` made, so keys
+ * such as `__proto__` stay ordinary own keys and no prototype is ever touched.
+ */
+const Meta = Schema.declare(isJsonObject, { message: want("object") }).pipe(
+  Schema.filter((value) => {
+    const count = Object.keys(value).length
+    return count <= limits.maxMetaKeys || `maxProperties: got ${count}, want at most ${limits.maxMetaKeys}`
+  }),
+  Schema.filter((value) => {
+    const depth = depthOf(value)
+    return depth <= limits.maxMetaDepth || `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
+  })
+).annotations({ identifier: "Meta" })
+
+/** One ratelimit of the request; unknown keys inside an item are ignored (spec §1). */
+export const RatelimitRequest = Schema.Struct({
+  name: JsonString.pipe(
+    Schema.filter((s) => {
+      const n = codePoints(s)
+      return n >= limits.minNameLength || `minLength: got ${n}, want ${limits.minNameLength}`
+    }),
+    Schema.filter((s) => {
+      const n = codePoints(s)
+      return n <= limits.maxNameLength || `maxLength: got ${n}, want ${limits.maxNameLength}`
+    }),
+    Schema.filter(noNul)
+  ),
+  limit: SafeInteger(1),
+  duration: SafeInteger(limits.minDuration),
+  // Decision (spec §1): optional; the handler treats a missing value as false.
+  autoApply: Schema.optionalWith(JsonBoolean, { exact: true })
+}).annotations({
+  message: want("object"),
+  parseOptions: { onExcessProperty: "ignore" }
+})
+
+/** The request body (spec §1). No unknown top-level keys. */
+export const UpdateIdentityRequest = Schema.Struct({
+  identity: JsonString.pipe(
+    Schema.filter((s) => s.length >= 1 || "minLength: got 0, want 1"),
+    Schema.filter(noNul)
+  ),
+  meta: Schema.optionalWith(Meta, { exact: true }),
+  ratelimits: Schema.optionalWith(
+    Schema.Array(RatelimitRequest).annotations({ message: want("array") }).pipe(
+      Schema.filter((items) =>
+        items.length <= limits.maxRatelimits ||
+        `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`
+      )
+    ),
+    { exact: true }
+  )
+}).annotations({
+  message: want("object"),
+  parseOptions: { onExcessProperty: "error" }
+})
+
+/** A decoded, valid request body. */
+export type UpdateIdentityRequest = typeof UpdateIdentityRequest.Type
+
+/** A ratelimit in a success body (spec §3). */
+export interface RatelimitResponse {
+  readonly id: string
+  readonly name: string
+  readonly limit: number
+  readonly duration: number
+  readonly autoApply: boolean
+}
+
+/** `data` of the success body: no `null` anywhere, `ratelimits` left out when empty. */
+export interface UpdateIdentityResponseData {
+  readonly id: string
+  readonly externalId: string
+  readonly meta: JsonObject
+  readonly ratelimits?: ReadonlyArray<RatelimitResponse>
+}
+
+/** The success body (spec §3). */
+export interface UpdateIdentityResponse {
+  readonly meta: { readonly requestId: string }
+  readonly data: UpdateIdentityResponseData
+}

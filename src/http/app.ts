@@ -1,0 +1,128 @@
+/**
+ * The HTTP boundary of the core, on `@effect/platform`: route and method, body bytes under a size
+ * limit, the handler, and every typed error rendered through the one table in `Errors.ts`.
+ */
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Cause, Effect, Option, Stream } from "effect"
+import {
+  type ApiError,
+  InternalError,
+  InvalidInput,
+  MethodNotAllowed,
+  PayloadTooLarge,
+  renderError,
+  RouteNotFound,
+  ValidationIssue
+} from "../Errors.js"
+import { newId } from "../domain/Ids.js"
+import { updateIdentity } from "../handler/updateIdentity.js"
+import { ClientAddress, RequestContext, remoteIpOf } from "../services/RequestContext.js"
+
+/** The route this package serves, below the base path. */
+export const ROUTE = "/v2/identities.updateIdentity"
+
+/** Options of the HTTP boundary, shared by every adapter. */
+export interface HttpOptions {
+  /** Path prefix the route lives under for the fetch handler, e.g. `"/api"`. Default `""`. */
+  readonly basePath?: string | undefined
+  /** Largest accepted body in bytes; larger ones get 413. Default 10 MiB (spec §1). */
+  readonly maxBodyBytes?: number | undefined
+  /** Base of `error.type` URLs. Default `https://unkey.com/docs/errors/`. */
+  readonly errorTypeBaseUrl?: string | undefined
+}
+
+/** `HttpOptions` with the defaults filled in. */
+export interface ResolvedHttpOptions {
+  readonly basePath: string
+  readonly maxBodyBytes: number
+  readonly errorTypeBaseUrl: string
+}
+
+/** Fills in the defaults of `HttpOptions` and checks them. */
+export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptions => {
+  const maxBodyBytes = options.maxBodyBytes ?? 10 * 1024 * 1024
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
+    throw new TypeError(`identity-kit: maxBodyBytes must be a positive integer, got ${options.maxBodyBytes}`)
+  }
+  return {
+    basePath: (options.basePath ?? "").replace(/\/+$/, ""),
+    maxBodyBytes,
+    errorTypeBaseUrl: options.errorTypeBaseUrl ?? "https://unkey.com/docs/errors/"
+  }
+}
+
+/** Whether a pathname is this package's route under `basePath`. */
+export const isRoute = (pathname: string, basePath: string): boolean => pathname === basePath + ROUTE
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+  HttpServerResponse.unsafeJson(body, { status, headers })
+
+/** Reads the body, failing with 413 as soon as it passes `limit` bytes (the declared length first). */
+const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =>
+  Effect.gen(function*() {
+    const declared = Number(request.headers["content-length"] ?? "0")
+    if (declared > limit) return yield* new PayloadTooLarge({ limit })
+    const web = yield* HttpServerRequest.toWeb(request).pipe(Effect.orDie)
+    if (web.body === null) return new Uint8Array(0)
+    const chunks = yield* Stream.fromReadableStream({
+      evaluate: () => web.body!,
+      onError: () =>
+        new InvalidInput({
+          detail: "The request body could not be read.",
+          errors: [new ValidationIssue({ location: "body", message: "the body stream failed or was aborted" })]
+        })
+    }).pipe(
+      Stream.mapAccumEffect(0, (size, chunk) =>
+        size + chunk.length > limit
+          ? Effect.fail(new PayloadTooLarge({ limit }))
+          : Effect.succeed([size + chunk.length, chunk] as const)),
+      Stream.runCollect
+    )
+    return Buffer.concat([...chunks])
+  })
+
+/** The whole app: `POST <basePath>/v2/identities.updateIdentity`, everything else 404/405. */
+export const makeHttpApp = (options: ResolvedHttpOptions) => {
+  const handle = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const { pathname } = new URL(request.originalUrl, "http://localhost")
+    if (!isRoute(pathname, options.basePath)) return yield* new RouteNotFound({ path: pathname })
+    if (request.method !== "POST") return yield* new MethodNotAllowed({ method: request.method })
+    const body = yield* readBody(request, options.maxBodyBytes)
+    return yield* updateIdentity({
+      authorization: request.headers["authorization"],
+      contentType: request.headers["content-type"],
+      body
+    })
+  })
+
+  return Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const peer = yield* Effect.serviceOption(ClientAddress)
+    const requestId = newId("req")
+    const context = {
+      requestId,
+      remoteIp: remoteIpOf(request.headers["x-forwarded-for"], Option.getOrUndefined(peer)),
+      userAgent: request.headers["user-agent"] ?? ""
+    }
+    const answerError = (error: ApiError) => {
+      const { status, body } = renderError(error, requestId, options.errorTypeBaseUrl)
+      return json(status, body, error._tag === "MethodNotAllowed" ? { allow: "POST" } : {})
+    }
+    return yield* handle.pipe(
+      Effect.map((data) => json(200, { meta: { requestId }, data })),
+      Effect.tapErrorTag("StorageError", (error) =>
+        Effect.logError("identity-kit: storage failure", error.operation, Cause.fail(error.cause))),
+      Effect.catchAll((error) => Effect.succeed(answerError(error))),
+      Effect.catchAllDefect((defect) =>
+        Effect.logError("identity-kit: unexpected defect", Cause.die(defect)).pipe(
+          Effect.as(answerError(new InternalError({ cause: defect })))
+        )),
+      Effect.provideService(RequestContext, context),
+      Effect.withSpan("identity-kit.request", { attributes: { "request.id": requestId } })
+    )
+  }).pipe(
+    // A raw HttpApp is uninterruptible: this lets a client abort interrupt the write.
+    Effect.interruptible
+  )
+}

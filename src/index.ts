@@ -1,0 +1,30 @@
+/**
+ * identity-kit: Unkey's `POST /v2/identities.updateIdentity` served from your own Node.js server.
+ *
+ * @example
+ * ```ts
+ * import { makeIdentityKit, layerMemory } from "identity-kit"
+ * const kit = makeIdentityKit({ storage: layerMemory })
+ * ```
+ */
+export { makeIdentityKit } from "./IdentityKit.js"
+export type { ConnectionInfo, IdentityKit, IdentityKitOptions, IdentityKitServices } from "./IdentityKit.js"
+export * as Admin from "./Admin.js"
+export * from "./Errors.js"
+export { IdentityStore } from "./services/IdentityStore.js"
+export type { IdentityStoreService, NewIdentity } from "./services/IdentityStore.js"
+export { layerMemory, makeMemory } from "./storage/memory.js"
+export { Authorization, hashRootKey, UPDATE_IDENTITY_PERMISSION } from "./services/Authorization.js"
+export type { AuthorizationService, AuthorizedKey } from "./services/Authorization.js"
+export { RequestValidator } from "./services/RequestValidator.js"
+export type { RawRequest, RequestValidatorService, ValidatedRequest } from "./services/RequestValidator.js"
+export { ClientAddress, RequestContext } from "./services/RequestContext.js"
+export type { RequestContextService } from "./services/RequestContext.js"
+export { updateIdentity } from "./handler/updateIdentity.js"
+export { makeHttpApp, ROUTE } from "./http/app.js"
+export type { HttpOptions } from "./http/app.js"
+export * from "./domain/Model.js"
+export type { JsonObject, JsonValue } from "./domain/Json.js"
+export { newId } from "./domain/Ids.js"
+export { limits, UpdateIdentityRequest } from "./domain/UpdateIdentity.js"
+export type { RatelimitResponse, UpdateIdentityResponse, UpdateIdentityResponseData } from "./domain/UpdateIdentity.js"

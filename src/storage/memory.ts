@@ -1,0 +1,147 @@
+/**
+ * In-memory storage with the same semantics as the SQL layer: each operation runs as one
+ * synchronous step (JavaScript runs one at a time, so it is atomic and serialised per identity),
+ * meta is kept as JSON text (so what comes back is what PostgreSQL would give), audit entries are
+ * written with the change. For host apps' own tests and for this package's unit tests.
+ */
+import { Effect, Layer } from "effect"
+import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
+import { newId } from "../domain/Ids.js"
+import type { JsonObject } from "../domain/Json.js"
+import type { AuditLogEntry, Identity, Ratelimit, RootKey, Workspace } from "../domain/Model.js"
+import { IdentityStore, type IdentityStoreService } from "../services/IdentityStore.js"
+import { planRatelimitChanges, updateAuditEntries } from "./internal.js"
+
+interface StoredIdentity extends Omit<Identity, "meta" | "ratelimits"> {
+  readonly metaJson: string
+}
+
+const parseMeta = (json: string): JsonObject => JSON.parse(json)
+
+/** A fresh, empty in-memory store (each call has its own data). */
+export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() => {
+  const workspaces = new Map<string, Workspace>()
+  const keysByHash = new Map<string, RootKey>()
+  const identities = new Map<string, StoredIdentity>()
+  const ratelimits = new Map<string, Array<Ratelimit>>() // by identity id
+  const audit: Array<AuditLogEntry> = []
+
+  const byName = (a: Ratelimit, b: Ratelimit) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+  const view = (stored: StoredIdentity): Identity => ({
+    ...stored,
+    meta: parseMeta(stored.metaJson),
+    ratelimits: [...(ratelimits.get(stored.id) ?? [])].sort(byName)
+  })
+
+  // Spec §1: an id match wins over an externalId match.
+  const find = (workspaceId: string, identity: string): StoredIdentity | undefined => {
+    let byExternal: StoredIdentity | undefined
+    for (const stored of identities.values()) {
+      if (stored.workspaceId !== workspaceId || stored.deleted) continue
+      if (stored.id === identity) return stored
+      if (stored.externalId === identity) byExternal ??= stored
+    }
+    return byExternal
+  }
+
+  // Guards against bugs in this file turning into half-applied writes: any throw becomes a
+  // StorageError, and writes below only mutate after everything that can throw has run.
+  const attempt = <A>(operation: string, run: () => A) =>
+    Effect.try({ try: run, catch: (cause) => new StorageError({ operation, cause }) })
+
+  const service: IdentityStoreService = {
+    findRootKey: (hash) =>
+      attempt("findRootKey", () => {
+        const key = keysByHash.get(hash)
+        return key === undefined ? null : { key, workspace: workspaces.get(key.workspaceId) ?? null }
+      }),
+
+    updateIdentity: (update) =>
+      attempt("updateIdentity", () => {
+        const stored = find(update.workspaceId, update.identity)
+        if (stored === undefined) return null
+        const current = ratelimits.get(stored.id) ?? []
+        const plan = update.ratelimits === undefined ? undefined : planRatelimitChanges(current, update.ratelimits, update.now)
+        const next: StoredIdentity = update.meta === undefined
+          ? stored
+          : { ...stored, metaJson: update.meta, updatedAt: update.now }
+        const entries = updateAuditEntries(next, plan, update)
+        identities.set(next.id, next)
+        if (plan !== undefined) ratelimits.set(next.id, [...plan.result])
+        audit.push(...entries)
+        return view(next)
+      }).pipe(
+        Effect.flatMap((identity) => identity === null ? Effect.fail(new IdentityNotFound()) : Effect.succeed(identity))
+      ),
+
+    putWorkspace: (workspace) =>
+      attempt("putWorkspace", () => {
+        workspaces.set(workspace.id, workspace)
+        return workspace
+      }),
+
+    putRootKey: (key) =>
+      attempt("putRootKey", () => {
+        if (keysByHash.has(key.hash)) throw new Error("duplicate root key hash")
+        keysByHash.set(key.hash, key)
+        return key
+      }),
+
+    createIdentity: (input) =>
+      attempt("createIdentity", () => {
+        for (const stored of identities.values()) {
+          if (stored.workspaceId === input.workspaceId && !stored.deleted && stored.externalId === input.externalId) {
+            return null
+          }
+        }
+        const stored: StoredIdentity = {
+          id: newId("id", input.now),
+          workspaceId: input.workspaceId,
+          externalId: input.externalId,
+          environment: input.environment ?? "default",
+          metaJson: JSON.stringify(input.meta ?? {}),
+          deleted: false,
+          createdAt: input.now,
+          updatedAt: null
+        }
+        identities.set(stored.id, stored)
+        ratelimits.set(
+          stored.id,
+          (input.ratelimits ?? []).map((rl) => ({
+            id: newId("rl", input.now),
+            ...rl,
+            createdAt: input.now,
+            updatedAt: null
+          }))
+        )
+        return view(stored)
+      }).pipe(
+        Effect.flatMap((identity) =>
+          identity === null
+            ? Effect.fail(new IdentityConflict({ workspaceId: input.workspaceId, externalId: input.externalId }))
+            : Effect.succeed(identity)
+        )
+      ),
+
+    getIdentity: (workspaceId, identity) =>
+      attempt("getIdentity", () => {
+        const stored = find(workspaceId, identity)
+        return stored === undefined ? null : view(stored)
+      }),
+
+    deleteIdentity: (workspaceId, identity, now) =>
+      attempt("deleteIdentity", () => {
+        const stored = find(workspaceId, identity)
+        if (stored === undefined) return false
+        identities.set(stored.id, { ...stored, deleted: true, updatedAt: now })
+        return true
+      }),
+
+    listAuditLog: (workspaceId) => attempt("listAuditLog", () => audit.filter((entry) => entry.workspaceId === workspaceId))
+  }
+  return service
+})
+
+/** In-memory storage: a fresh, empty store each time the layer is built. */
+export const layerMemory: Layer.Layer<IdentityStore> = Layer.effect(IdentityStore, makeMemory)
