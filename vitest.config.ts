@@ -1,14 +1,16 @@
+import { defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
+// Resolve `identity-kit` and its subpaths to the TypeScript sources (the `@identity-kit/source`
+// export condition), so tests and examples use the package's public entry points without a build.
+const conditions = ["@identity-kit/source", ...defaultServerConditions]
+
 export default defineConfig({
-  resolve: {
-    // Resolve `identity-kit` and its subpaths to the TypeScript sources, so tests and examples
-    // exercise the package through its public entry points without a build step.
-    conditions: ["@identity-kit/source"]
-  },
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ["@identity-kit/source"] } },
   test: {
-    include: ["test/**/*.test.ts"],
-    // Two cores: PGlite boots once per file, and files run in parallel up to the core count.
+    include: ["test/**/*.test.ts", "examples/**/*.test.ts"],
+    // PGlite boots once per file; files run in parallel up to the (two) cores.
     pool: "forks",
     testTimeout: 30_000,
     hookTimeout: 60_000
