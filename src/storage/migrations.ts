@@ -1,0 +1,270 @@
+/**
+ * The SQL schema of spec §6, as `@effect/sql` migrations recorded in `identity_kit_migrations`.
+ * Plain PostgreSQL (13 or later: `gen_random_uuid` is core from 13), so the same migrations run on a
+ * server and on PGlite. Every name is prefixed `identity_kit_` so the tables can live in a host
+ * app's own database.
+ *
+ * Types, and why:
+ * - times are `bigint` epoch milliseconds, as the domain model carries them;
+ * - `limit` and `duration` are `bigint` (64-bit, spec §1/§6); they come back as JS numbers, which is
+ *   exact because validation keeps them ≤ 2^53−1;
+ * - `meta` (and the small JSON columns) are `json`, not `jsonb`: `json` keeps the text exactly as
+ *   sent (key order, duplicate keys, number spelling) and accepts the escape `\u0000`, which `jsonb`
+ *   rejects with an error. The package answers meta as stored, and client input must never turn into
+ *   a 500. Unlike `text`, `json` still makes the database refuse anything that is not JSON.
+ */
+import { Migrator, SqlClient } from "@effect/sql"
+import { Effect, Layer } from "effect"
+import { StorageError } from "../Errors.js"
+
+/** The table where applied migrations are recorded. */
+export const MIGRATIONS_TABLE = "identity_kit_migrations"
+
+/** Name of the partial unique index behind "one live identity per (workspace, externalId)". */
+export const LIVE_EXTERNAL_ID_INDEX = "identity_kit_identities_live_external_id"
+
+const createTables = [
+  `CREATE TABLE identity_kit_workspaces (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    enabled boolean NOT NULL DEFAULT true,
+    created_at bigint NOT NULL
+  )`,
+  // No foreign key to workspaces: a key whose workspace is gone must still be found (spec §4 A9).
+  `CREATE TABLE identity_kit_root_keys (
+    id text PRIMARY KEY,
+    workspace_id text NOT NULL,
+    hash text NOT NULL CONSTRAINT identity_kit_root_keys_hash_key UNIQUE,
+    name text NOT NULL,
+    permissions json NOT NULL DEFAULT '[]',
+    enabled boolean NOT NULL DEFAULT true,
+    expires_at bigint,
+    deleted_at bigint,
+    created_at bigint NOT NULL
+  )`,
+  `CREATE TABLE identity_kit_identities (
+    id text PRIMARY KEY,
+    workspace_id text NOT NULL,
+    external_id text NOT NULL,
+    environment text NOT NULL DEFAULT 'default',
+    meta json NOT NULL DEFAULT '{}',
+    deleted boolean NOT NULL DEFAULT false,
+    created_at bigint NOT NULL,
+    updated_at bigint
+  )`,
+  // Soft-deleted identities keep their externalId, so uniqueness only holds among live ones.
+  `CREATE UNIQUE INDEX ${LIVE_EXTERNAL_ID_INDEX}
+    ON identity_kit_identities (workspace_id, external_id) WHERE NOT deleted`,
+  // `position`: the item's index in the set that last wrote it, so deletions are audited in the
+  // order the set was given (as the memory layer does).
+  `CREATE TABLE identity_kit_ratelimits (
+    id text PRIMARY KEY,
+    workspace_id text NOT NULL,
+    identity_id text NOT NULL REFERENCES identity_kit_identities (id),
+    name text NOT NULL,
+    "limit" bigint NOT NULL,
+    duration bigint NOT NULL,
+    auto_apply boolean NOT NULL DEFAULT false,
+    position integer NOT NULL DEFAULT 0,
+    created_at bigint NOT NULL,
+    updated_at bigint,
+    CONSTRAINT identity_kit_ratelimits_identity_name UNIQUE (identity_id, name)
+  )`,
+  // `seq` orders entries oldest first; entries of one write share their `time`.
+  `CREATE TABLE identity_kit_audit_log (
+    id text PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_id text NOT NULL,
+    event text NOT NULL,
+    display text NOT NULL,
+    actor_type text NOT NULL,
+    actor_id text NOT NULL,
+    actor_name text NOT NULL,
+    remote_ip text NOT NULL,
+    user_agent text NOT NULL,
+    time bigint NOT NULL,
+    resources json NOT NULL
+  )`,
+  `CREATE INDEX identity_kit_audit_log_workspace_seq ON identity_kit_audit_log (workspace_id, seq)`
+]
+
+// Ids in the format of `newId` (src/domain/Ids.ts): 4 bytes of seconds since 1,700,000,000, then 8
+// random bytes, base58. The random bytes come from a v4 UUID (a strong random source in core
+// PostgreSQL), taken where no version or variant bits live: byte 0 and bytes 9–15.
+const newIdFunction = `CREATE OR REPLACE FUNCTION identity_kit_new_id(p_prefix text, p_now bigint)
+RETURNS text LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  alphabet constant text := '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+  random_bytes bytea := uuid_send(gen_random_uuid());
+  bytes bytea;
+  value numeric := 0;
+  encoded text := '';
+BEGIN
+  bytes := decode(lpad(to_hex(greatest(0, p_now / 1000 - 1700000000) % 4294967296), 8, '0'), 'hex')
+    || substring(random_bytes FROM 1 FOR 1) || substring(random_bytes FROM 10 FOR 7);
+  FOR i IN 0..11 LOOP
+    value := value * 256 + get_byte(bytes, i);
+  END LOOP;
+  WHILE value > 0 LOOP
+    encoded := substr(alphabet, (value % 58)::integer + 1, 1) || encoded;
+    value := div(value, 58);
+  END LOOP;
+  FOR i IN 0..11 LOOP
+    EXIT WHEN get_byte(bytes, i) <> 0;
+    encoded := '1' || encoded;
+  END LOOP;
+  RETURN p_prefix || '_' || encoded;
+END
+$fn$`
+
+/**
+ * The write of spec §5 in one call, so one round trip and one (implicit) transaction.
+ *
+ * Why a function and not one CTE statement: a statement's snapshot is taken when it starts, before
+ * it waits for the row lock, so after the wait it cannot see ratelimits a concurrent update just
+ * committed (it would miss deleting them, or collide on their names). In a VOLATILE plpgsql function
+ * each statement takes a fresh snapshot, so everything after the `FOR UPDATE` sees the state left by
+ * whoever held the lock before. Concurrent updates of one identity queue on that one row lock; they
+ * never lock anything else first, so they cannot deadlock.
+ *
+ * Returns no row when there is no live identity with this id or externalId in the workspace (an id
+ * match wins). `p_meta` NULL keeps the meta; `p_ratelimits` NULL keeps the set, else it is a JSON
+ * array of `{ name, limit, duration, autoApply }` with unique names that replaces the set.
+ */
+const updateIdentityFunction = `CREATE OR REPLACE FUNCTION identity_kit_update_identity(
+  p_workspace_id text,
+  p_identity text,
+  p_meta json,
+  p_ratelimits json,
+  p_actor_id text,
+  p_actor_name text,
+  p_remote_ip text,
+  p_user_agent text,
+  p_now bigint
+) RETURNS TABLE (
+  id text, external_id text, environment text, meta text, created_at bigint, updated_at bigint, ratelimits text
+) LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_id text;
+  v_external_id text;
+BEGIN
+  SELECT i.id, i.external_id INTO v_id, v_external_id
+  FROM identity_kit_identities i
+  WHERE i.workspace_id = p_workspace_id AND NOT i.deleted AND (i.id = p_identity OR i.external_id = p_identity)
+  ORDER BY i.id = p_identity DESC
+  LIMIT 1
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+
+  -- One statement for the whole change: its CTEs share one snapshot (taken after the lock), so the
+  -- delete, update and insert each see exactly the rows that existed before this write.
+  WITH req AS (
+    SELECT e.ord::integer - 1 AS ord,
+           e.value->>'name' AS name,
+           (e.value->>'limit')::bigint AS lim,
+           (e.value->>'duration')::bigint AS dur,
+           coalesce((e.value->>'autoApply')::boolean, false) AS auto_apply
+    FROM json_array_elements(p_ratelimits) WITH ORDINALITY AS e(value, ord)
+  ),
+  meta_update AS (
+    UPDATE identity_kit_identities SET meta = p_meta, updated_at = p_now
+    WHERE id = v_id AND p_meta IS NOT NULL
+  ),
+  deleted AS (
+    DELETE FROM identity_kit_ratelimits r
+    WHERE p_ratelimits IS NOT NULL AND r.identity_id = v_id
+      AND NOT EXISTS (SELECT 1 FROM req WHERE req.name = r.name)
+    RETURNING r.id, r.name, r.position
+  ),
+  updated AS (
+    UPDATE identity_kit_ratelimits r
+    SET "limit" = req.lim, duration = req.dur, auto_apply = req.auto_apply, position = req.ord, updated_at = p_now
+    FROM req
+    WHERE r.identity_id = v_id AND r.name = req.name
+    RETURNING r.id, r.name, req.ord
+  ),
+  created AS (
+    INSERT INTO identity_kit_ratelimits
+      (id, workspace_id, identity_id, name, "limit", duration, auto_apply, position, created_at, updated_at)
+    SELECT identity_kit_new_id('rl', p_now), p_workspace_id, v_id, req.name, req.lim, req.dur, req.auto_apply,
+           req.ord, p_now, NULL
+    FROM req
+    WHERE NOT EXISTS (SELECT 1 FROM identity_kit_ratelimits r WHERE r.identity_id = v_id AND r.name = req.name)
+    RETURNING id, name, position
+  ),
+  -- Audit entries in the memory layer's order: the identity, then created, updated, deleted.
+  entries AS (
+    SELECT 0 AS grp, 0::bigint AS ord, 'identity.update' AS event, 'Updated identity ' || v_id AS display,
+           NULL::text AS rl_id, NULL::text AS rl_name
+    UNION ALL
+    SELECT 1, c.position, 'ratelimit.create', 'Created ratelimit ' || c.id, c.id, c.name FROM created c
+    UNION ALL
+    SELECT 2, u.ord, 'ratelimit.update', 'Updated ratelimit ' || u.id, u.id, u.name FROM updated u
+    UNION ALL
+    SELECT 3, row_number() OVER (ORDER BY d.position, d.name COLLATE "C"), 'ratelimit.delete',
+           'Deleted ratelimit ' || d.id, d.id, d.name
+    FROM deleted d
+  )
+  INSERT INTO identity_kit_audit_log
+    (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+  SELECT identity_kit_new_id('log', p_now), p_workspace_id, e.event, e.display, 'rootkey', p_actor_id, p_actor_name,
+         p_remote_ip, p_user_agent, p_now,
+         CASE WHEN e.rl_id IS NULL
+           THEN json_build_array(json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id))
+           ELSE json_build_array(
+             json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id),
+             json_build_object('type', 'ratelimit', 'id', e.rl_id, 'name', e.rl_name))
+         END
+  FROM entries e
+  ORDER BY e.grp, e.ord;
+
+  RETURN QUERY
+  SELECT i.id, i.external_id, i.environment, i.meta::text, i.created_at, i.updated_at,
+         (SELECT coalesce(json_agg(json_build_object(
+                   'id', r.id, 'name', r.name, 'limit', r."limit", 'duration', r.duration,
+                   'autoApply', r.auto_apply, 'createdAt', r.created_at, 'updatedAt', r.updated_at)
+                 ORDER BY r.name COLLATE "C"), '[]'::json)::text
+          FROM identity_kit_ratelimits r WHERE r.identity_id = i.id)
+  FROM identity_kit_identities i
+  WHERE i.id = v_id;
+END
+$fn$`
+
+const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
+
+/** The migrations, by `<id>_<name>`. Never edit an applied one: add the next id. */
+export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
+  "0001_create_tables": statements(createTables),
+  "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction])
+}
+
+const run = Migrator.make({})
+
+// The migrator creates its table outside its transaction and only after a failing probe, which
+// races when several processes start at once; creating it up front (retrying the lost race once)
+// leaves the migrator's table-level lock to serialise the migrations themselves.
+const ensureMigrationsTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql.unsafe(`CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
+    migration_id integer PRIMARY KEY,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    name text NOT NULL
+  )`).pipe(Effect.retry({ times: 1 })))
+
+/**
+ * Applies the pending migrations on the `SqlClient`; answers the ones applied now. Failures are
+ * `StorageError`s (the migrator reports a failed migration as a defect; it is caught here).
+ */
+export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> =
+  ensureMigrationsTable.pipe(
+    Effect.zipRight(run({ loader: Migrator.fromRecord(migrations), table: MIGRATIONS_TABLE })),
+    Effect.mapError((cause) => new StorageError({ operation: "migrate", cause })),
+    Effect.catchAllDefect((cause) => Effect.fail(new StorageError({ operation: "migrate", cause }))),
+    Effect.withSpan("IdentityKit.migrate")
+  )
+
+/** Runs `migrate` when built: put it before `layerSql` so the tables exist before the first request. */
+export const layerMigrations: Layer.Layer<never, StorageError, SqlClient.SqlClient> = Layer.effectDiscard(migrate)

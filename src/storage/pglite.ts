@@ -1,0 +1,116 @@
+/**
+ * The embedded default: PostgreSQL compiled to WebAssembly (PGlite), in memory or in a directory,
+ * behind a small `SqlClient` so the same `layerSql` and migrations run on it as on a server.
+ *
+ * PGlite is one connection. Statements from concurrent fibers are queued; a transaction
+ * (`withTransaction`, or a `reserve`d connection) holds the connection until it ends, so no other
+ * fiber's statement can land inside it.
+ *
+ * @example
+ * ```ts
+ * import { makeIdentityKit } from "identity-kit"
+ * import { layerPglite } from "identity-kit/pglite"
+ * const kit = makeIdentityKit({ storage: layerPglite({ dataDir: "./.data" }) })
+ * ```
+ */
+import { PGlite } from "@electric-sql/pglite"
+import * as Reactivity from "@effect/experimental/Reactivity"
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { Effect, Layer, type Scope, Stream } from "effect"
+import { StorageError } from "../Errors.js"
+import type { IdentityStore } from "../services/IdentityStore.js"
+import { layerMigrations } from "./migrations.js"
+import { layerSql } from "./sql.js"
+
+/** Where PGlite keeps its data. */
+export interface PgliteOptions {
+  /** A directory for the database files; `undefined` keeps the database in memory. */
+  readonly dataDir?: string | undefined
+}
+
+type Row = Record<string, unknown>
+
+/** A `SqlClient` on a fresh PGlite instance, closed when the scope closes. */
+export const makePgliteClient = (
+  options: PgliteOptions = {}
+): Effect.Effect<SqlClient.SqlClient, SqlError, Reactivity.Reactivity | Scope.Scope> =>
+  Effect.gen(function*() {
+    const db = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => PGlite.create(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
+        catch: (cause) => new SqlError({ cause, message: "PGlite: failed to start" })
+      }),
+      (db) =>
+        Effect.tryPromise(() => db.close()).pipe(
+          Effect.catchAll((cause) => Effect.logWarning("PGlite: failed to close", cause))
+        )
+    )
+
+    // One permit = the connection. A plain statement holds it for itself; a transaction holds it
+    // from BEGIN to COMMIT/ROLLBACK (see `transactionAcquirer`).
+    const connection = yield* Effect.makeSemaphore(1)
+
+    const run = <A>(evaluate: () => Promise<A>) =>
+      Effect.tryPromise({
+        try: evaluate,
+        catch: (cause) => {
+          // PGlite attaches the statement's parameters (request data, e.g. meta) to its errors;
+          // errors end up in logs, which must not carry them. Code, detail, constraint stay.
+          if (typeof cause === "object" && cause !== null && "params" in cause) Reflect.deleteProperty(cause, "params")
+          return new SqlError({ cause, message: "Failed to execute statement" })
+        }
+      })
+
+    const makeConnection = (
+      guard: <A>(self: Effect.Effect<A, SqlError>) => Effect.Effect<A, SqlError>
+    ): Connection => {
+      const execute = (
+        sql: string,
+        params: ReadonlyArray<unknown>,
+        transformRows: (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+      ) =>
+        guard(run(() => db.query<Row>(sql, [...params]))).pipe(
+          Effect.map((result) => (transformRows ? transformRows(result.rows) : result.rows))
+        )
+      return {
+        execute,
+        executeRaw: (sql, params) => guard(run(() => db.query<Row>(sql, [...params]))),
+        executeValues: (sql, params) =>
+          guard(run(() => db.query<Array<unknown>>(sql, [...params], { rowMode: "array" }))).pipe(
+            Effect.map((result) => result.rows)
+          ),
+        executeUnprepared: execute,
+        executeStream: (sql, params, transformRows) => Stream.fromIterableEffect(execute(sql, params, transformRows))
+      }
+    }
+
+    const shared = makeConnection(connection.withPermits(1))
+    const exclusive = makeConnection((self) => self)
+
+    return yield* SqlClient.make({
+      acquirer: Effect.succeed(shared),
+      // Held until the transaction's scope closes, i.e. after COMMIT or ROLLBACK.
+      transactionAcquirer: Effect.as(
+        Effect.acquireRelease(connection.take(1), () => connection.release(1)),
+        exclusive
+      ),
+      compiler: PgClient.makeCompiler(),
+      spanAttributes: [["db.system.name", "postgresql"], ["db.namespace", "pglite"]]
+    })
+  })
+
+/** `SqlClient` on PGlite (in memory unless `dataDir`). Closes PGlite when the layer is released. */
+export const layerPgliteClient = (options: PgliteOptions = {}): Layer.Layer<SqlClient.SqlClient, SqlError> =>
+  Layer.scoped(SqlClient.SqlClient, makePgliteClient(options)).pipe(Layer.provide(Reactivity.layer))
+
+/** `IdentityStore` on PGlite, migrated when built. The default storage of the examples. */
+export const layerPglite = (options: PgliteOptions = {}): Layer.Layer<IdentityStore, StorageError> =>
+  layerSql.pipe(
+    Layer.provide(layerMigrations),
+    Layer.provide(
+      layerPgliteClient(options).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
+    )
+  )

@@ -1,0 +1,553 @@
+/**
+ * The storage contract: one suite, a function of a layer, run on memory, PGlite and PostgreSQL
+ * (`test/storage.*.test.ts`). Every store must pass it unchanged; the memory layer is the reference.
+ * `sqlFailureSuite` adds what only a SQL store can be made to do: fail half-way through the write.
+ */
+import { SqlClient } from "@effect/sql"
+import { assert, expect, layer, type Vitest } from "@effect/vitest"
+import { Effect, Layer, Redacted } from "effect"
+import {
+  Admin,
+  type AuditEvent,
+  type AuditLogEntry,
+  type Identity,
+  IdentityStore,
+  type IdentityStoreService,
+  makeIdentityKit,
+  newId,
+  type RatelimitInput,
+  ROUTE
+} from "identity-kit"
+
+// --- helpers --------------------------------------------------------------------------------
+
+const T0 = 1_750_000_000_000
+const ID = (prefix: string) => new RegExp(`^${prefix}_[1-9A-HJ-NP-Za-km-z]+$`)
+
+const audit = { actorId: "key_contract", actorName: "root key", remoteIp: "203.0.113.7", userAgent: "contract/1.0" }
+
+const rl = (name: string, limit = 10, duration = 60_000, autoApply = false): RatelimitInput => ({
+  name,
+  limit,
+  duration,
+  autoApply
+})
+
+/** The fields of the `Identity` model (the memory layer's objects carry an extra internal field). */
+const fields = (identity: Identity) => ({
+  id: identity.id,
+  workspaceId: identity.workspaceId,
+  externalId: identity.externalId,
+  environment: identity.environment,
+  meta: identity.meta,
+  deleted: identity.deleted,
+  createdAt: identity.createdAt,
+  updatedAt: identity.updatedAt,
+  ratelimits: identity.ratelimits
+})
+
+const names = (identity: Identity) => identity.ratelimits.map((r) => r.name)
+const jsOrder = (items: ReadonlyArray<string>) => [...items].sort()
+
+/** A fresh workspace (tests share one store, so each works in its own workspace). */
+const workspace = Effect.gen(function*() {
+  const store = yield* IdentityStore
+  const workspaceId = newId("ws")
+  yield* store.putWorkspace({ id: workspaceId, name: "contract", enabled: true, createdAt: T0 })
+  return { store, workspaceId }
+})
+
+/** A fresh workspace with one identity `user_1` created at T0. */
+const seeded = (ratelimits: ReadonlyArray<RatelimitInput> = [rl("alpha"), rl("beta")], meta = { plan: "free" }) =>
+  Effect.gen(function*() {
+    const { store, workspaceId } = yield* workspace
+    const identity = yield* store.createIdentity({ workspaceId, externalId: "user_1", meta, ratelimits, now: T0 })
+    return { store, workspaceId, identity }
+  })
+
+interface Patch {
+  readonly meta?: string
+  readonly ratelimits?: ReadonlyArray<RatelimitInput>
+}
+
+/** The live identity, or a test failure. */
+const found = (store: IdentityStoreService, workspaceId: string, identity: string) =>
+  Effect.flatMap(store.getIdentity(workspaceId, identity), (result) =>
+    result === null ? Effect.dieMessage(`identity ${identity} not found`) : Effect.succeed(result))
+
+const update = (store: IdentityStoreService, workspaceId: string, identity: string, patch: Patch, now: number) =>
+  store.updateIdentity({ workspaceId, identity, meta: patch.meta, ratelimits: patch.ratelimits, audit, now })
+
+// --- the contract ---------------------------------------------------------------------------
+
+/** Runs the storage contract on `storage`; `more` adds tests that share the same built layer. */
+export const storageContract = <R, E>(
+  name: string,
+  storage: Layer.Layer<R | IdentityStore, E>,
+  more?: (it: Vitest.MethodsNonLive<R | IdentityStore, true>) => void
+): void =>
+  layer(storage, { excludeTestServices: true })(`storage contract: ${name}`, (it) => {
+    // --- admin operations -------------------------------------------------------------------
+
+    it.effect("root keys: found by hash with their workspace; unknown hash is null", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const key = {
+          id: newId("key"),
+          workspaceId,
+          hash: `hash-${newId("key")}`,
+          name: "ci key",
+          permissions: ["identity.*.update_identity", "api.*.read"],
+          enabled: true,
+          expiresAt: T0 + 5,
+          deletedAt: null,
+          createdAt: T0
+        }
+        assert.deepStrictEqual(yield* store.putRootKey(key), key)
+        assert.deepStrictEqual(yield* store.findRootKey(key.hash), {
+          key,
+          workspace: { id: workspaceId, name: "contract", enabled: true, createdAt: T0 }
+        })
+        assert.isNull(yield* store.findRootKey(`missing-${key.hash}`))
+
+        // putWorkspace replaces.
+        yield* store.putWorkspace({ id: workspaceId, name: "renamed", enabled: false, createdAt: T0 + 1 })
+        assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.workspace, {
+          id: workspaceId,
+          name: "renamed",
+          enabled: false,
+          createdAt: T0 + 1
+        })
+
+        // A key whose workspace does not exist is still found (spec §4 A9), deleted ones too.
+        const orphan = { ...key, id: newId("key"), hash: `${key.hash}-orphan`, workspaceId: newId("ws"), permissions: [], deletedAt: T0 + 9, expiresAt: null }
+        yield* store.putRootKey(orphan)
+        assert.deepStrictEqual(yield* store.findRootKey(orphan.hash), { key: orphan, workspace: null })
+
+        // The hash is unique.
+        const duplicate = yield* Effect.flip(store.putRootKey({ ...key, id: newId("key") }))
+        assert.strictEqual(duplicate._tag, "StorageError")
+      }))
+
+    it.effect("createIdentity answers what getIdentity finds, by id and by externalId", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const created = yield* store.createIdentity({
+          workspaceId,
+          externalId: "user_42",
+          meta: { plan: "pro", nested: { list: [1, "two", null, true] } },
+          ratelimits: [rl("tokens", 5, 1000, true), rl("requests", 100)],
+          now: T0
+        })
+        assert.match(created.id, ID("id"))
+        assert.strictEqual(created.workspaceId, workspaceId)
+        assert.strictEqual(created.externalId, "user_42")
+        assert.strictEqual(created.environment, "default")
+        assert.deepStrictEqual(created.meta, { plan: "pro", nested: { list: [1, "two", null, true] } })
+        assert.isFalse(created.deleted)
+        assert.strictEqual(created.createdAt, T0)
+        assert.isNull(created.updatedAt)
+        assert.deepStrictEqual(names(created), ["requests", "tokens"])
+        for (const r of created.ratelimits) {
+          assert.match(r.id, ID("rl"))
+          assert.strictEqual(r.createdAt, T0)
+          assert.isNull(r.updatedAt)
+        }
+        assert.deepStrictEqual(created.ratelimits.map(({ id: _, ...rest }) => rest), [
+          { name: "requests", limit: 100, duration: 60_000, autoApply: false, createdAt: T0, updatedAt: null },
+          { name: "tokens", limit: 5, duration: 1000, autoApply: true, createdAt: T0, updatedAt: null }
+        ])
+
+        const byId = yield* store.getIdentity(workspaceId, created.id)
+        const byExternalId = yield* store.getIdentity(workspaceId, "user_42")
+        assert.isNotNull(byId)
+        assert.isNotNull(byExternalId)
+        if (byId === null || byExternalId === null) return
+        assert.deepStrictEqual(fields(byId), fields(created))
+        assert.deepStrictEqual(fields(byExternalId), fields(created))
+        assert.isNull(yield* store.getIdentity(workspaceId, "nobody"))
+
+        const other = yield* store.createIdentity({ workspaceId, externalId: "user_43", environment: "staging", now: T0 })
+        assert.strictEqual(other.environment, "staging")
+        assert.deepStrictEqual(other.meta, {})
+        assert.deepStrictEqual(other.ratelimits, [])
+        assert.strictEqual((yield* store.getIdentity(workspaceId, "user_43"))?.environment, "staging")
+      }))
+
+    it.effect("an id match wins over an externalId match (get, update, delete)", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const a = yield* store.createIdentity({ workspaceId, externalId: "ext_a", now: T0 })
+        // b's externalId is a's id.
+        const b = yield* store.createIdentity({ workspaceId, externalId: a.id, now: T0 })
+        assert.strictEqual((yield* store.getIdentity(workspaceId, a.id))?.id, a.id)
+
+        const updated = yield* update(store, workspaceId, a.id, { meta: `{"who":"a"}` }, T0 + 1)
+        assert.strictEqual(updated.id, a.id)
+        assert.deepStrictEqual((yield* store.getIdentity(workspaceId, b.id))?.meta, {})
+
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, a.id, T0 + 2))
+        // Now only b answers to that string (as its externalId).
+        assert.strictEqual((yield* store.getIdentity(workspaceId, a.id))?.id, b.id)
+        assert.strictEqual((yield* update(store, workspaceId, a.id, {}, T0 + 3)).id, b.id)
+      }))
+
+    it.effect("soft delete: gone for reads and writes; externalId reusable only once deleted", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const conflict = yield* Effect.flip(store.createIdentity({ workspaceId, externalId: "user_1", now: T0 + 1 }))
+        assert.strictEqual(conflict._tag, "IdentityConflict")
+        if (conflict._tag === "IdentityConflict") {
+          assert.strictEqual(conflict.workspaceId, workspaceId)
+          assert.strictEqual(conflict.externalId, "user_1")
+        }
+
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "user_1", T0 + 2))
+        assert.isFalse(yield* store.deleteIdentity(workspaceId, "user_1", T0 + 3))
+        assert.isFalse(yield* store.deleteIdentity(workspaceId, identity.id, T0 + 3))
+        assert.isNull(yield* store.getIdentity(workspaceId, "user_1"))
+        assert.isNull(yield* store.getIdentity(workspaceId, identity.id))
+        const notFound = yield* Effect.flip(update(store, workspaceId, identity.id, { meta: "{}" }, T0 + 4))
+        assert.strictEqual(notFound._tag, "IdentityNotFound")
+
+        const again = yield* store.createIdentity({ workspaceId, externalId: "user_1", now: T0 + 5 })
+        assert.notStrictEqual(again.id, identity.id)
+        assert.strictEqual((yield* store.getIdentity(workspaceId, "user_1"))?.id, again.id)
+        assert.deepStrictEqual(again.ratelimits, [])
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      }))
+
+    it.effect("workspaces are isolated", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const { workspaceId: otherId } = yield* workspace
+        assert.isNull(yield* store.getIdentity(otherId, identity.id))
+        assert.isNull(yield* store.getIdentity(otherId, "user_1"))
+        for (const ref of [identity.id, "user_1"]) {
+          const error = yield* Effect.flip(update(store, otherId, ref, { meta: `{"x":1}`, ratelimits: [] }, T0 + 1))
+          assert.strictEqual(error._tag, "IdentityNotFound")
+        }
+        assert.isFalse(yield* store.deleteIdentity(otherId, "user_1", T0 + 1))
+        // The same externalId is free in another workspace.
+        const twin = yield* store.createIdentity({ workspaceId: otherId, externalId: "user_1", now: T0 })
+        yield* update(store, otherId, "user_1", { meta: `{"twin":true}` }, T0 + 2)
+
+        const original = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(original && fields(original), fields(identity))
+        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)), [])
+        const otherLog = yield* store.listAuditLog(otherId)
+        assert.deepStrictEqual(otherLog.map((e) => [e.workspaceId, e.display]), [[otherId, `Updated identity ${twin.id}`]])
+      }))
+
+    // --- updateIdentity -----------------------------------------------------------------------
+
+    it.effect("meta: replaced when sent (updatedAt = now), kept when omitted, cleared by {}", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const replaced = yield* update(store, workspaceId, "user_1", { meta: `{"plan":"premium","seats":3}` }, T0 + 10)
+        assert.deepStrictEqual(replaced.meta, { plan: "premium", seats: 3 })
+        assert.strictEqual(replaced.updatedAt, T0 + 10)
+        assert.deepStrictEqual(replaced.ratelimits, identity.ratelimits)
+
+        const kept = yield* update(store, workspaceId, identity.id, { ratelimits: [rl("alpha", 1)] }, T0 + 20)
+        assert.deepStrictEqual(kept.meta, { plan: "premium", seats: 3 })
+        assert.strictEqual(kept.updatedAt, T0 + 10, "updatedAt only moves when meta is sent")
+
+        const cleared = yield* update(store, workspaceId, "user_1", { meta: "{}" }, T0 + 30)
+        assert.deepStrictEqual(cleared.meta, {})
+        assert.strictEqual(cleared.updatedAt, T0 + 30)
+
+        const read = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(read && fields(read), fields(cleared))
+      }))
+
+    it.effect("ratelimits: the set is replaced; kept names keep their id; [] deletes all", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded([rl("alpha", 1), rl("beta", 2, 2000, true)])
+        const beta = identity.ratelimits.find((r) => r.name === "beta")
+        assert.isDefined(beta)
+        if (beta === undefined) return
+
+        const next = yield* update(store, workspaceId, "user_1", { ratelimits: [rl("gamma", 3, 3000, true), rl("beta", 20, 20_000)] }, T0 + 5)
+        assert.deepStrictEqual(names(next), ["beta", "gamma"])
+        const [keptBeta, gamma] = next.ratelimits
+        assert.deepStrictEqual(keptBeta, { id: beta.id, name: "beta", limit: 20, duration: 20_000, autoApply: false, createdAt: T0, updatedAt: T0 + 5 })
+        assert.match(gamma?.id ?? "", ID("rl"))
+        assert.notInclude(identity.ratelimits.map((r) => r.id), gamma?.id)
+        assert.deepStrictEqual(gamma && { ...gamma, id: "" }, { id: "", name: "gamma", limit: 3, duration: 3000, autoApply: true, createdAt: T0 + 5, updatedAt: null })
+        assert.isNull(next.updatedAt, "meta not sent: updatedAt unchanged")
+
+        const read = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(read?.ratelimits, next.ratelimits)
+
+        const untouched = yield* update(store, workspaceId, "user_1", { meta: `{"a":1}` }, T0 + 6)
+        assert.deepStrictEqual(untouched.ratelimits, next.ratelimits)
+
+        const none = yield* update(store, workspaceId, "user_1", { ratelimits: [] }, T0 + 7)
+        assert.deepStrictEqual(none.ratelimits, [])
+        assert.deepStrictEqual((yield* store.getIdentity(workspaceId, "user_1"))?.ratelimits, [])
+
+        // A name deleted and sent again is a new ratelimit.
+        const back = yield* update(store, workspaceId, "user_1", { ratelimits: [rl("beta")] }, T0 + 8)
+        assert.notStrictEqual(back.ratelimits[0]?.id, beta.id)
+        assert.strictEqual(back.ratelimits[0]?.createdAt, T0 + 8)
+      }))
+
+    it.effect("the same request twice gives the same ids and rows", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* seeded([rl("alpha")])
+        const patch = { meta: `{"plan":"x"}`, ratelimits: [rl("alpha", 7), rl("delta", 8, 8000, true)] }
+        const first = yield* update(store, workspaceId, "user_1", patch, T0 + 1)
+        const second = yield* update(store, workspaceId, "user_1", patch, T0 + 2)
+        // A repeat keeps every id and value; only `updatedAt` says it happened again.
+        assert.deepStrictEqual(second.ratelimits.map((r) => r.id), first.ratelimits.map((r) => r.id))
+        assert.deepStrictEqual(
+          second.ratelimits.map(({ updatedAt: _, ...rest }) => rest),
+          first.ratelimits.map(({ updatedAt: _, ...rest }) => rest)
+        )
+        assert.deepStrictEqual(second.ratelimits.map((r) => r.updatedAt), [T0 + 2, T0 + 2])
+        // A third time at the same instant changes nothing at all.
+        const third = yield* update(store, workspaceId, "user_1", patch, T0 + 2)
+        assert.deepStrictEqual(fields(third), fields(second))
+        assert.deepStrictEqual(fields(yield* found(store, workspaceId, "user_1")), fields(second))
+      }))
+
+    it.effect("64-bit limits and durations up to 2^53−1 come back exactly", () =>
+      Effect.gen(function*() {
+        const max = Number.MAX_SAFE_INTEGER
+        const { store, workspaceId } = yield* seeded([rl("huge", max, max, true)])
+        const created = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(created?.ratelimits.map((r) => [r.limit, r.duration]), [[max, max]])
+        const updated = yield* update(store, workspaceId, "user_1", { ratelimits: [rl("huge", max - 1, max), rl("other", 2 ** 40, 2 ** 45)] }, T0 + 1)
+        assert.deepStrictEqual(updated.ratelimits.map((r) => [r.name, r.limit, r.duration]), [["huge", max - 1, max], ["other", 2 ** 40, 2 ** 45]])
+        assert.deepStrictEqual((yield* store.getIdentity(workspaceId, "user_1"))?.ratelimits, updated.ratelimits)
+      }))
+
+    it.effect("meta comes back literally: unicode, emoji, NUL escapes, __proto__ keys; no pollution", () =>
+      Effect.gen(function*() {
+        const text = JSON.stringify(JSON.parse(
+          `{"__proto__":{"polluted":true},"z":1,"a":{"constructor":{"prototype":{"polluted":true}}},` +
+            `"emoji":"😀 \\ud83d\\ude00","ключ":"值","nul":"a\\u0000b","ctl":"\\u0001\\n\\"","big":1e300,"neg":-0.5,` +
+            `"deep":[[[{"x":[]}]]],"empty":{}}`
+        ))
+        const { identity, store, workspaceId } = yield* seeded()
+        for (const result of [
+          yield* update(store, workspaceId, "user_1", { meta: text }, T0 + 1),
+          yield* store.getIdentity(workspaceId, identity.id)
+        ]) {
+          assert.isNotNull(result)
+          if (result === null) return
+          assert.strictEqual(JSON.stringify(result.meta), text, "same keys, same order, same values")
+          assert.isTrue(Object.hasOwn(result.meta, "__proto__"))
+          assert.strictEqual(Object.getPrototypeOf(result.meta), Object.prototype)
+          assert.strictEqual(result.meta["nul"], "a\u0000b")
+        }
+        assert.isUndefined(Reflect.get({}, "polluted"))
+        assert.isFalse(Object.hasOwn(Object.prototype, "polluted"))
+
+        // The same through createIdentity.
+        const created = yield* store.createIdentity({ workspaceId, externalId: "user_2", meta: JSON.parse(text), now: T0 })
+        assert.strictEqual(JSON.stringify(created.meta), text)
+        assert.strictEqual(JSON.stringify((yield* store.getIdentity(workspaceId, "user_2"))?.meta), text)
+      }))
+
+    it.effect("ratelimits come back in JavaScript string order, whatever the characters", () =>
+      Effect.gen(function*() {
+        // UTF-16 order puts "😀" (a surrogate pair, 0xD83D…) before "\uFFFF"; UTF-8 byte order does not.
+        const all = ["\uFFFFzz", "😀aa", "Zed", "abc", "ábc", "a_c", "A-c", "名前"]
+        const { identity, store, workspaceId } = yield* seeded(all.slice(0, 4).map((n) => rl(n)))
+        assert.deepStrictEqual(names(identity), jsOrder(all.slice(0, 4)))
+        assert.deepStrictEqual(names(yield* found(store, workspaceId, "user_1")), jsOrder(all.slice(0, 4)))
+        const updated = yield* update(store, workspaceId, "user_1", { ratelimits: all.map((n) => rl(n)) }, T0 + 1)
+        assert.deepStrictEqual(names(updated), jsOrder(all))
+        assert.deepStrictEqual(names(yield* found(store, workspaceId, "user_1")), jsOrder(all))
+      }))
+
+    it.effect("a lone surrogate in a ratelimit name is never a storage failure", () =>
+      Effect.gen(function*() {
+        // PostgreSQL text cannot hold it: SQL stores keep U+FFFD in its place, memory keeps it as is.
+        const { store, workspaceId } = yield* seeded([rl("lone_\ud800")])
+        const updated = yield* update(store, workspaceId, "user_1", { ratelimits: [rl("lone_\udc00_x")] }, T0 + 1)
+        assert.strictEqual(updated.ratelimits.length, 1)
+        assert.include(["lone_\udc00_x", "lone_\ufffd_x"], updated.ratelimits[0]?.name)
+      }))
+
+    it.effect("audit: identity.update, then one entry per ratelimit created, updated, deleted", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded([rl("zulu"), rl("alpha"), rl("mike")])
+        const id = (name: string) => identity.ratelimits.find((r) => r.name === name)?.id ?? "?"
+        const next = yield* update(store, workspaceId, "user_1", {
+          meta: `{"v":2}`,
+          ratelimits: [rl("new_b"), rl("mike", 5), rl("new_a")]
+        }, T0 + 100)
+        const created = (name: string) => next.ratelimits.find((r) => r.name === name)?.id ?? "?"
+
+        const log = yield* store.listAuditLog(workspaceId)
+        const entryIds = log.map((e) => e.id)
+        for (const entryId of entryIds) assert.match(entryId, ID("log"))
+        assert.strictEqual(new Set(entryIds).size, entryIds.length, "entry ids are unique")
+
+        const identityResource = { type: "identity" as const, id: identity.id, name: "user_1" }
+        const base = { workspaceId, actorType: "rootkey" as const, actorId: "key_contract", actorName: "root key", remoteIp: "203.0.113.7", userAgent: "contract/1.0", time: T0 + 100 }
+        const entry = (event: AuditEvent, display: string, rl?: readonly [id: string, name: string]): Omit<AuditLogEntry, "id"> => ({
+          ...base,
+          event,
+          display,
+          resources: rl === undefined ? [identityResource] : [identityResource, { type: "ratelimit", id: rl[0], name: rl[1] }]
+        })
+        assert.deepStrictEqual(log.map(({ id: _, ...rest }) => rest), [
+          entry("identity.update", `Updated identity ${identity.id}`),
+          // created, in request order
+          entry("ratelimit.create", `Created ratelimit ${created("new_b")}`, [created("new_b"), "new_b"]),
+          entry("ratelimit.create", `Created ratelimit ${created("new_a")}`, [created("new_a"), "new_a"]),
+          entry("ratelimit.update", `Updated ratelimit ${id("mike")}`, [id("mike"), "mike"]),
+          // deleted, in the order the previous set was given
+          entry("ratelimit.delete", `Deleted ratelimit ${id("zulu")}`, [id("zulu"), "zulu"]),
+          entry("ratelimit.delete", `Deleted ratelimit ${id("alpha")}`, [id("alpha"), "alpha"])
+        ])
+
+        // Without ratelimits: one entry; with [] every ratelimit is deleted, in the last set's order.
+        yield* update(store, workspaceId, identity.id, {}, T0 + 200)
+        yield* update(store, workspaceId, identity.id, { ratelimits: [] }, T0 + 300)
+        const tail = (yield* store.listAuditLog(workspaceId)).slice(log.length)
+        assert.deepStrictEqual(tail.map((e) => [e.event, e.time, e.resources.at(-1)?.name]), [
+          ["identity.update", T0 + 200, "user_1"],
+          ["identity.update", T0 + 300, "user_1"],
+          ["ratelimit.delete", T0 + 300, "new_b"],
+          ["ratelimit.delete", T0 + 300, "mike"],
+          ["ratelimit.delete", T0 + 300, "new_a"]
+        ])
+      }))
+
+    it.effect("IdentityNotFound for unknown, deleted and other-workspace identities; nothing written", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const { workspaceId: otherId } = yield* workspace
+        const deleted = yield* store.createIdentity({ workspaceId, externalId: "gone", ratelimits: [rl("x_1")], now: T0 })
+        yield* store.deleteIdentity(workspaceId, "gone", T0 + 1)
+        for (const [ws, ref] of [[workspaceId, "nobody"], [workspaceId, "gone"], [workspaceId, deleted.id], [otherId, identity.id]] as const) {
+          const error = yield* Effect.flip(update(store, ws, ref, { meta: `{"x":1}`, ratelimits: [rl("y_1")] }, T0 + 2))
+          assert.strictEqual(error._tag, "IdentityNotFound", `${ws}/${ref}`)
+        }
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+        assert.deepStrictEqual(yield* store.listAuditLog(otherId), [])
+        const live = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(live && fields(live), fields(identity))
+      }))
+
+    it.effect("20 concurrent updates of one identity serialise: one request's state, exact audit", () =>
+      Effect.gen(function*() {
+        const size = 4
+        const set = (tag: string) => [rl("shared", 1), ...Array.from({ length: size - 1 }, (_, i) => rl(`${tag}_${i}`, i + 2))]
+        const { identity, store, workspaceId } = yield* seeded(set("initial"))
+        const shared = identity.ratelimits.find((r) => r.name === "shared")?.id
+        const requests = Array.from({ length: 20 }, (_, i) => ({
+          meta: JSON.stringify({ request: i }),
+          ratelimits: set(`req${i}`).map((r) => ({ ...r, limit: r.limit * 100 + i }))
+        }))
+        const results = yield* Effect.all(
+          requests.map((patch, i) => update(store, workspaceId, i % 2 === 0 ? "user_1" : identity.id, patch, T0 + 1 + i)),
+          { concurrency: "unbounded" }
+        )
+        const state = (ratelimits: ReadonlyArray<{ readonly name: string; readonly limit: number }>) =>
+          ratelimits.map((r) => [r.name, r.limit] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        // Each answer is the state its own request left.
+        results.forEach((result, i) => {
+          assert.deepStrictEqual(result.meta, { request: i })
+          assert.deepStrictEqual(state(result.ratelimits), state(requests[i]?.ratelimits ?? []))
+        })
+
+        const final = yield* found(store, workspaceId, "user_1")
+        const winner = requests.find((_, i) => JSON.stringify(final.meta) === JSON.stringify({ request: i }))
+        assert.isDefined(winner, JSON.stringify(final.meta))
+        assert.deepStrictEqual(state(final.ratelimits), state(winner?.ratelimits ?? []), "meta and set of one request")
+        assert.strictEqual(new Set(names(final)).size, final.ratelimits.length, "no duplicate names")
+        assert.strictEqual(final.ratelimits.find((r) => r.name === "shared")?.id, shared, "kept name kept its id")
+
+        // Whatever the order: each update = 1 identity + 1 kept + (size−1) created + (size−1) deleted.
+        const log = yield* store.listAuditLog(workspaceId)
+        const count = (event: string) => log.filter((e) => e.event === event).length
+        assert.strictEqual(count("identity.update"), 20)
+        assert.strictEqual(count("ratelimit.update"), 20)
+        assert.strictEqual(count("ratelimit.create"), 20 * (size - 1))
+        assert.strictEqual(count("ratelimit.delete"), 20 * (size - 1))
+        assert.strictEqual(log.length, 20 * 2 * size)
+      }))
+
+    more?.(it)
+  })
+
+// --- SQL failures ---------------------------------------------------------------------------
+
+const TRIGGER_NAME = "explode_here"
+
+/** Installs a trigger failing any write of a ratelimit named `explode_here`; removed after `self`. */
+const withExplodingTrigger = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe(`CREATE OR REPLACE FUNCTION identity_kit_test_explode() RETURNS trigger
+      LANGUAGE plpgsql AS $$ BEGIN
+        IF NEW.name = '${TRIGGER_NAME}' THEN RAISE EXCEPTION 'test trigger: % refused', NEW.name; END IF;
+        RETURN NEW;
+      END $$`)
+    yield* sql.unsafe(`CREATE TRIGGER identity_kit_test_explode BEFORE INSERT OR UPDATE ON identity_kit_ratelimits
+      FOR EACH ROW EXECUTE FUNCTION identity_kit_test_explode()`)
+    return yield* self.pipe(
+      Effect.ensuring(Effect.orDie(sql.unsafe(`DROP TRIGGER identity_kit_test_explode ON identity_kit_ratelimits`)))
+    )
+  })
+
+/** Tests for SQL stores: a statement failing half-way through the write leaves everything as it was. */
+export const sqlFailureSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlClient.SqlClient, true>): void => {
+  it.effect("a failure inside the write rolls it all back and answers the spec's 500", () =>
+    withExplodingTrigger(Effect.gen(function*() {
+      const store = yield* IdentityStore
+      const { workspaceId, identity } = yield* seeded([rl("alpha", 1), rl("beta", 2)])
+      const { key } = yield* Admin.issueRootKey({ workspaceId })
+      const before = yield* store.getIdentity(workspaceId, "user_1")
+
+      // The trigger fires on the last row written: meta, the kept and the new names came first.
+      const direct = yield* Effect.flip(update(store, workspaceId, "user_1", {
+        meta: `{"plan":"changed"}`,
+        ratelimits: [rl("alpha", 99), rl("gamma"), rl(TRIGGER_NAME)]
+      }, T0 + 1))
+      assert.strictEqual(direct._tag, "StorageError")
+
+      // Through HTTP: the fixed 500 body, nothing of the database error.
+      const kit = makeIdentityKit({ storage: Layer.succeed(IdentityStore, store) })
+      const response = yield* Effect.promise(() =>
+        kit.fetch(new Request(`http://localhost${ROUTE}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          body: JSON.stringify({
+            identity: identity.id,
+            meta: { plan: "changed" },
+            ratelimits: [{ name: "alpha", limit: 99, duration: 1000 }, { name: TRIGGER_NAME, limit: 1, duration: 1000 }]
+          })
+        }))
+      )
+      yield* Effect.promise(() => kit.dispose())
+      assert.strictEqual(response.status, 500)
+      assert.match(response.headers.get("content-type") ?? "", /^application\/json/)
+      const text = yield* Effect.promise(() => response.text())
+      assert.notInclude(text, "refused")
+      assert.notInclude(text, "identity_kit")
+      expect(JSON.parse(text)).toStrictEqual({
+        meta: { requestId: expect.stringMatching(ID("req")) },
+        error: {
+          title: "Internal Server Error",
+          detail: "We're unable to update the identity.",
+          status: 500,
+          type: "https://unkey.com/docs/errors/unkey/application/unexpected_error"
+        }
+      })
+
+      const after = yield* store.getIdentity(workspaceId, "user_1")
+      assert.deepStrictEqual(after && fields(after), before && fields(before))
+      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+
+      // And the same update without the refused name goes through.
+      const ok = yield* update(store, workspaceId, "user_1", { meta: `{"plan":"changed"}`, ratelimits: [rl("alpha", 99), rl("gamma")] }, T0 + 2)
+      assert.deepStrictEqual(names(ok), ["alpha", "gamma"])
+    })))
+}

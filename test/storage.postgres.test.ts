@@ -1,0 +1,221 @@
+/**
+ * The storage contract and the SQL failure tests on a real PostgreSQL (when `DATABASE_URL` is set),
+ * each run in a schema of its own, dropped afterwards; and what an unreachable database does to the
+ * HTTP answer (always).
+ */
+import { randomBytes } from "node:crypto"
+import { createServer, type Server, type Socket, connect } from "node:net"
+import { SqlClient } from "@effect/sql"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { makeIdentityKit, ROUTE } from "identity-kit"
+import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
+import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
+import { sqlFailureSuite, storageContract } from "./storage-contract.js"
+
+const DATABASE_URL = process.env["DATABASE_URL"]
+
+/** `url` with every connection's `search_path` set to `schema` (a startup option, no extra query). */
+const withSearchPath = (url: string, schema: string): string => {
+  const parsed = new URL(url)
+  parsed.searchParams.set("options", `-c search_path=${schema}`)
+  return parsed.toString()
+}
+
+/** A schema of its own for this run: created before the store, dropped after it is closed. */
+const freshSchema = (url: string, schema: string) =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* Effect.acquireRelease(
+      sql.unsafe(`CREATE SCHEMA "${schema}"`),
+      () => sql.unsafe(`DROP SCHEMA "${schema}" CASCADE`).pipe(Effect.orDie)
+    )
+  })).pipe(Layer.provide(layerPostgresClient({ url, maxConnections: 1 })))
+
+const schema = `identity_kit_test_${randomBytes(6).toString("hex")}`
+const schemaUrl = withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", schema)
+
+describe.runIf(DATABASE_URL)("postgres", () => {
+  const postgres = layerSql.pipe(
+    Layer.provide(layerMigrations),
+    Layer.provideMerge(layerPostgresClient({ url: schemaUrl, maxConnections: 10 })),
+    Layer.provide(freshSchema(DATABASE_URL ?? "", schema))
+  )
+  storageContract("postgres", postgres, (it) => {
+    sqlFailureSuite(it)
+
+    it.effect("migrations are idempotent: a second run applies nothing", () =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* migrate, [])
+        const sql = yield* SqlClient.SqlClient
+        const applied = yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM identity_kit_migrations ORDER BY 1`
+        assert.deepStrictEqual(applied.map((row) => row.migration_id), [1, 2])
+      }))
+  })
+})
+
+// --- an unreachable database ----------------------------------------------------------------
+
+const request = () =>
+  new Request(`http://localhost${ROUTE}`, {
+    method: "POST",
+    headers: { authorization: "Bearer unkey_not_a_real_key", "content-type": "application/json" },
+    body: JSON.stringify({ identity: "user_1", meta: { a: 1 } })
+  })
+
+const timed = async (kit: ReturnType<typeof makeIdentityKit>) => {
+  const started = performance.now()
+  const response = await kit.fetch(request())
+  const body: unknown = await response.json()
+  return { status: response.status, body, ms: performance.now() - started }
+}
+
+const internalError = {
+  meta: { requestId: expect.stringMatching(/^req_/) },
+  error: {
+    title: "Internal Server Error",
+    detail: expect.any(String),
+    status: 500,
+    type: "https://unkey.com/docs/errors/unkey/application/unexpected_error"
+  }
+}
+
+describe("postgres unreachable", () => {
+  it("answers 500 quickly, every time, and never hangs", async () => {
+    const kit = makeIdentityKit({
+      storage: layerPostgres({ url: "postgres://postgres@127.0.0.1:1/test", connectTimeout: "3 seconds" })
+    })
+    try {
+      for (let i = 0; i < 2; i++) {
+        const answer = await timed(kit)
+        assert.strictEqual(answer.status, 500)
+        expect(answer.body).toStrictEqual(internalError)
+        assert.isBelow(answer.ms, 4000)
+      }
+    } finally {
+      await kit.dispose()
+    }
+  })
+
+  it("a host that never answers is bounded by connectTimeout", async () => {
+    // A listener that accepts connections and never speaks: the worst case for a client.
+    const sockets = new Set<Socket>()
+    const silent = createServer((socket) => {
+      sockets.add(socket)
+    })
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    const address = silent.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    const kit = makeIdentityKit({
+      storage: layerPostgres({ url: `postgres://postgres@127.0.0.1:${port}/test`, connectTimeout: "1 second" })
+    })
+    try {
+      const answer = await timed(kit)
+      assert.strictEqual(answer.status, 500)
+      expect(answer.body).toStrictEqual(internalError)
+      assert.isBelow(answer.ms, 3000)
+    } finally {
+      await kit.dispose()
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => silent.close(resolve))
+    }
+  })
+})
+
+// --- a database that goes away and comes back -----------------------------------------------
+
+/** A TCP forwarder to PostgreSQL that can be stopped (dropping every connection) and restarted. */
+const makeProxy = (target: URL) => {
+  let server: Server | undefined
+  const sockets = new Set<Socket>()
+  let port = 0
+  return {
+    get port() {
+      return port
+    },
+    start: () =>
+      new Promise<void>((resolve) => {
+        const next = createServer((client) => {
+          const upstream = connect(Number(target.port || 5432), target.hostname)
+          for (const socket of [client, upstream]) {
+            sockets.add(socket)
+            socket.on("close", () => sockets.delete(socket))
+            socket.on("error", () => {
+              client.destroy()
+              upstream.destroy()
+            })
+          }
+          client.pipe(upstream).pipe(client)
+        })
+        next.listen(port, "127.0.0.1", () => {
+          const address = next.address()
+          if (typeof address === "object" && address !== null) port = address.port
+          server = next
+          resolve()
+        })
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        sockets.clear()
+        if (server === undefined) return resolve()
+        server.close(() => resolve())
+        server = undefined
+      })
+  }
+}
+
+/** Runs one statement on `DATABASE_URL` with a short-lived client. */
+const admin = (statement: string) =>
+  Effect.runPromise(
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement)).pipe(
+      Effect.provide(layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: 1 }))
+    )
+  )
+
+describe.runIf(DATABASE_URL)("postgres outage", () => {
+  it("answers 500 while the database is away and recovers by itself when it is back", async () => {
+    const target = new URL(DATABASE_URL ?? "")
+    const proxy = makeProxy(target)
+    await proxy.start() // learn a free port, then close it: the database is "down" at start
+    await proxy.stop()
+    const outageSchema = `${schema}_outage`
+    await admin(`CREATE SCHEMA "${outageSchema}"`)
+    const through = new URL(withSearchPath(DATABASE_URL ?? "", outageSchema))
+    through.hostname = "127.0.0.1"
+    through.port = String(proxy.port)
+    const kit = makeIdentityKit({
+      storage: layerPostgres({ url: through.toString(), connectTimeout: "2 seconds", migrate: true })
+    })
+    try {
+      // Down at start: the layer cannot be built, the kit answers 500 and tries again next time.
+      const down = await timed(kit)
+      assert.strictEqual(down.status, 500)
+      assert.isBelow(down.ms, 3000)
+
+      // Up: the store answers (401: an unknown key, looked up in the database).
+      await proxy.start()
+      const up = await timed(kit)
+      assert.strictEqual(up.status, 401, JSON.stringify(up.body))
+
+      // Down again after start: each call fails with StorageError (the spec's 500), quickly.
+      await proxy.stop()
+      const lost = await timed(kit)
+      assert.strictEqual(lost.status, 500)
+      expect(lost.body).toStrictEqual({
+        ...internalError,
+        error: { ...internalError.error, detail: "We're unable to update the identity." }
+      })
+      assert.isBelow(lost.ms, 3000)
+
+      // Back: the pool reconnects without a restart.
+      await proxy.start()
+      const back = await timed(kit)
+      assert.strictEqual(back.status, 401, JSON.stringify(back.body))
+    } finally {
+      await kit.dispose()
+      await proxy.stop()
+      await admin(`DROP SCHEMA "${outageSchema}" CASCADE`)
+    }
+  })
+})
