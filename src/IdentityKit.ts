@@ -6,7 +6,7 @@
 import { HttpApp } from "@effect/platform"
 import { Context, Effect, Layer, ManagedRuntime } from "effect"
 import * as Admin from "./Admin.js"
-import { InternalError, renderError } from "./Errors.js"
+import { renderError, StorageError } from "./Errors.js"
 import { newId } from "./domain/Ids.js"
 import { type HttpOptions, isRoute, makeHttpApp, resolveHttpOptions } from "./http/app.js"
 import * as Authorization from "./services/Authorization.js"
@@ -90,8 +90,10 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     return handler
   }
 
+  // The services only fail to start on storage (connecting, migrating), so the answer is the
+  // storage failure's 500; the cause is logged, never answered.
   const startupFailure = (cause: unknown): Response => {
-    const { status, body } = renderError(new InternalError({ cause }), newId("req"), resolved.errorTypeBaseUrl)
+    const { status, body } = renderError(new StorageError({ operation: "startup", cause }), newId("req"), resolved.errorTypeBaseUrl)
     console.error("identity-kit: could not start its services", cause)
     return Response.json(body, { status })
   }

@@ -148,6 +148,13 @@ describe("V – request shape (400 invalid_input)", () => {
       assert.deepStrictEqual(messages(yield* call(s, { identity: "a\u0000b" })), [
         "body.identity: must not contain the NUL character (\\u0000)"
       ])
+      assert.deepStrictEqual(
+        messages(yield* call(s, `{"identity":"x\\ud800","ratelimits":[{"name":"ab\\udc00c","limit":1,"duration":1000}]}`)),
+        [
+          "body.identity: must be valid Unicode (no unpaired surrogate)",
+          "body.ratelimits[0].name: must be valid Unicode (no unpaired surrogate)"
+        ]
+      )
     }))
 
   it.effect("V5: name length counts characters; limits accept the safe-integer edge", () =>

@@ -28,7 +28,13 @@ const JsonString = Schema.String.annotations({ message: want("string") })
 const JsonBoolean = Schema.Boolean.annotations({ message: want("boolean") })
 const JsonNumber = Schema.Number.annotations({ message: want("integer") })
 
-const noNul = (s: string) => !s.includes("\u0000") || "must not contain the NUL character (\\u0000)"
+// PostgreSQL text cannot hold U+0000 or unpaired UTF-16 surrogates; such an identity or name can
+// never exist, so it is a client error (400), not a storage failure (500).
+const LONE_SURROGATE = /\p{Surrogate}/u
+const storableText = (s: string) =>
+  s.includes("\u0000") ? "must not contain the NUL character (\\u0000)"
+  : LONE_SURROGATE.test(s) ? "must be valid Unicode (no unpaired surrogate)"
+  : true
 
 const SafeInteger = (minimum: number) =>
   JsonNumber.pipe(
@@ -82,7 +88,7 @@ export const RatelimitRequest = Schema.Struct({
       const n = codePoints(s)
       return n <= limits.maxNameLength || `maxLength: got ${n}, want ${limits.maxNameLength}`
     }),
-    Schema.filter(noNul)
+    Schema.filter(storableText)
   ),
   limit: SafeInteger(1),
   duration: SafeInteger(limits.minDuration),
@@ -97,7 +103,7 @@ export const RatelimitRequest = Schema.Struct({
 export const UpdateIdentityRequest = Schema.Struct({
   identity: JsonString.pipe(
     Schema.filter((s) => s.length >= 1 || "minLength: got 0, want 1"),
-    Schema.filter(noNul)
+    Schema.filter(storableText)
   ),
   meta: Schema.optionalWith(Meta, { exact: true }),
   ratelimits: Schema.optionalWith(
