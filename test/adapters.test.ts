@@ -1,0 +1,655 @@
+/**
+ * One table of HTTP scenarios, run through every host: the fetch handler, Node http, Express 4 and 5
+ * (mount points, nested routers, body parsers before and after) and Fastify 4 and 5 (with and
+ * without prefix) — all but the fetch handler over a real socket. Then, per host: the official SDK,
+ * the audit log's IP and user agent, and a client abort interrupting the write.
+ */
+import { type IncomingHttpHeaders, request } from "node:http"
+import { HTTPClient, Unkey } from "@unkey/api"
+import {
+  BadRequestErrorResponse,
+  ForbiddenErrorResponse,
+  NotFoundErrorResponse,
+  UnauthorizedErrorResponse
+} from "@unkey/api/models/errors"
+import { type Layer, Schema } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { fastifyKitV4, type Host, type HostConfig, HOST_ORIGIN, hostConfigs, hostKinds } from "./support/hosts.js"
+import { layerHanging, layerObserved, type Seeded, seed } from "./support/seed.js"
+import { type IdentityKit, type IdentityStore, layerMemory, makeIdentityKit } from "identity-kit"
+import { identityKit as expressKit } from "identity-kit/express"
+import { identityKit as fastifyKit } from "identity-kit/fastify"
+import { createNodeHandler } from "identity-kit/node"
+import fastify4 from "fastify4"
+import fastify5 from "fastify5"
+
+const ROUTE = "/v2/identities.updateIdentity"
+const LIMIT = 2048
+const TYPE = "https://unkey.com/docs/errors/"
+const SCHEMA_DETAIL = `POST request body for '${ROUTE}' failed to validate schema`
+
+// The documented shapes, decoded strictly: an extra or missing key fails the test.
+const strict = { onExcessProperty: "error" } as const
+const Issue = Schema.Struct({ location: Schema.String, message: Schema.String, fix: Schema.optional(Schema.String) })
+const ErrorBody = Schema.Struct({
+  meta: Schema.Struct({ requestId: Schema.String }),
+  error: Schema.Struct({
+    title: Schema.String,
+    detail: Schema.String,
+    status: Schema.Number,
+    type: Schema.String,
+    errors: Schema.optional(Schema.Array(Issue))
+  })
+})
+const Ratelimit = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  limit: Schema.Number,
+  duration: Schema.Number,
+  autoApply: Schema.Boolean
+})
+const SuccessBody = Schema.Struct({
+  meta: Schema.Struct({ requestId: Schema.String }),
+  data: Schema.Struct({
+    id: Schema.String,
+    externalId: Schema.String,
+    meta: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+    ratelimits: Schema.optional(Schema.Array(Ratelimit))
+  })
+})
+const HostBody = Schema.Struct({ host: Schema.Literal("not-found", "error") })
+const decodeError = Schema.decodeUnknownSync(ErrorBody, strict)
+const decodeSuccess = Schema.decodeUnknownSync(SuccessBody, strict)
+const decodeHost = Schema.decodeUnknownSync(HostBody, strict)
+
+interface Ctx {
+  readonly host: Host
+  readonly seed: Seeded
+}
+
+interface PostOptions {
+  readonly body?: string | Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>
+  /** `null` sends no Authorization header; default the seeded root key. */
+  readonly authorization?: string | null
+  /** `null` sends no Content-Type; default `application/json`. */
+  readonly contentType?: string | null
+  readonly headers?: Record<string, string>
+  readonly path?: string
+  readonly method?: string
+  readonly fromOrigin?: boolean
+}
+
+const send = (ctx: Ctx, options: PostOptions = {}) => {
+  const headers = new Headers(options.headers)
+  const authorization = options.authorization === undefined ? `Bearer ${ctx.seed.rootKey}` : options.authorization
+  if (authorization !== null) headers.set("authorization", authorization)
+  const contentType = options.contentType === undefined ? "application/json" : options.contentType
+  if (contentType !== null) headers.set("content-type", contentType)
+  const init: RequestInit & { duplex?: "half"; fromOrigin?: boolean } = {
+    method: options.method ?? "POST",
+    headers,
+    fromOrigin: options.fromOrigin ?? false
+  }
+  if (options.body !== undefined) init.body = options.body
+  if (options.body instanceof ReadableStream) init.duplex = "half"
+  return ctx.host.send(options.path ?? ROUTE, init)
+}
+
+const json = (value: unknown) => JSON.stringify(value)
+
+/** Checks an API error answer (spec §4): status, JSON, request id, type, detail, `errors` iff 400/413. */
+const expectApiError = async (
+  response: Response,
+  expected: { readonly status: number; readonly type: string; readonly detail?: string | RegExp }
+) => {
+  expect(response.status).toBe(expected.status)
+  expect(response.headers.get("content-type")).toMatch(/^application\/json/)
+  const body = decodeError(await response.json())
+  expect(body.meta.requestId).toMatch(/^req_/)
+  expect(body.error.status).toBe(expected.status)
+  expect(body.error.type).toBe(TYPE + expected.type)
+  if (typeof expected.detail === "string") expect(body.error.detail).toBe(expected.detail)
+  if (expected.detail instanceof RegExp) expect(body.error.detail).toMatch(expected.detail)
+  expect(body.error.errors !== undefined).toBe(expected.status === 400 || expected.status === 413)
+  return body
+}
+
+/** Unknown paths: the host's own 404 for Express and Fastify (next() / not-found), the API's for the others. */
+const expectHostNotFound = async (ctx: Ctx, response: Response) => {
+  expect(response.status).toBe(404)
+  if (ctx.host.kind === "express" || ctx.host.kind === "fastify") {
+    expect(decodeHost(await response.json())).toEqual({ host: "not-found" })
+  } else {
+    await expectApiError(response, { status: 404, type: "unkey/application/route_not_found" })
+  }
+}
+
+/** A JSON body of more than `LIMIT` bytes, valid JSON so a host's JSON parser takes it too. */
+const oversized = json({ identity: "user_123", meta: { pad: "x".repeat(LIMIT) } })
+
+/** The same body as a stream of three chunks: chunked transfer encoding, no Content-Length. */
+const oversizedStream = () => {
+  const bytes = new TextEncoder().encode(oversized)
+  const third = Math.ceil(bytes.length / 3)
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let i = 0; i < bytes.length; i += third) controller.enqueue(bytes.slice(i, i + third))
+      controller.close()
+    }
+  })
+}
+
+/** A request fetch cannot make (TRACE is a forbidden method for it), over node:http. */
+const rawRequest = (url: string, method: string) =>
+  new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = request(url, { method }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (body += chunk))
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
+    })
+    req.on("error", reject)
+    req.end()
+  })
+
+interface Scenario {
+  readonly name: string
+  readonly applies?: (host: Host) => boolean
+  readonly run: (ctx: Ctx) => Promise<void>
+}
+
+const scenarios: ReadonlyArray<Scenario> = [
+  {
+    name: "200: the exact success body, ratelimits in request order, existing ratelimit id kept",
+    run: async (ctx) => {
+      const response = await send(ctx, {
+        body: json({
+          identity: "user_123",
+          meta: { plan: "premium" },
+          ratelimits: [
+            { name: "tokens", limit: 5, duration: 1000 },
+            { name: "requests", limit: 1000, duration: 3_600_000, autoApply: true }
+          ]
+        })
+      })
+      expect(response.status).toBe(200)
+      expect(response.headers.get("content-type")).toMatch(/^application\/json/)
+      expect(decodeSuccess(await response.json())).toStrictEqual({
+        meta: { requestId: expect.stringMatching(/^req_/) },
+        data: {
+          id: ctx.seed.identityId,
+          externalId: "user_123",
+          meta: { plan: "premium" },
+          ratelimits: [
+            { id: expect.stringMatching(/^rl_/), name: "tokens", limit: 5, duration: 1000, autoApply: false },
+            { id: ctx.seed.requestsRatelimitId, name: "requests", limit: 1000, duration: 3_600_000, autoApply: true }
+          ]
+        }
+      })
+    }
+  },
+  {
+    name: "200: by id, charset parameter, query string; no ratelimits → field left out",
+    run: async (ctx) => {
+      const response = await send(ctx, {
+        path: `${ROUTE}?source=test`,
+        contentType: "application/json; charset=utf-8",
+        body: json({ identity: ctx.seed.plainIdentityId, meta: { tier: 2 } })
+      })
+      expect(response.status).toBe(200)
+      expect(decodeSuccess(await response.json())).toStrictEqual({
+        meta: { requestId: expect.stringMatching(/^req_/) },
+        data: { id: ctx.seed.plainIdentityId, externalId: "user_plain", meta: { tier: 2 } }
+      })
+    }
+  },
+  {
+    name: "400 V1: no Authorization header",
+    run: async (ctx) => {
+      const body = await expectApiError(await send(ctx, { authorization: null, body: json({ identity: "user_123" }) }), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: "Authorization header for 'bearer' scheme"
+      })
+      expect(body.error.errors).toEqual([{
+        location: "security",
+        message: "Authorization header was not found",
+        fix: "Add an 'Authorization' header to this request"
+      }])
+    }
+  },
+  {
+    name: "400 V2: Content-Type not JSON",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { contentType: "text/plain", body: json({ identity: "user_123" }) }), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: "POST operation request content type 'text/plain' does not exist"
+      })
+    }
+  },
+  {
+    name: "400 V2: no Content-Type at all",
+    run: async (ctx) => {
+      // Bytes, not a string: fetch would add `text/plain;charset=UTF-8` to a string body.
+      const body = new TextEncoder().encode(json({ identity: "user_123" }))
+      await expectApiError(await send(ctx, { contentType: null, body }), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: "POST operation request content type '' does not exist"
+      })
+    }
+  },
+  {
+    // With express.json() in front this is body-parser's "no body" case (trpc/trpc#7446): Express 4
+    // leaves `req.body = {}`, which must not be taken for a parsed `{}`.
+    name: "400 V3: empty body",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { body: "" }), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: `POST request body is empty for '${ROUTE}'`
+      })
+    }
+  },
+  {
+    name: "400 V4: invalid JSON",
+    run: async (ctx) => {
+      const response = await send(ctx, { body: "{\"identity\": " })
+      if (ctx.host.parser === "json") {
+        // express.json() in front rejects it first: the host's error handler answers, as documented.
+        expect(response.status).toBe(400)
+        expect(decodeHost(await response.json())).toEqual({ host: "error" })
+        return
+      }
+      const body = await expectApiError(response, { status: 400, type: "unkey/application/invalid_input", detail: SCHEMA_DETAIL })
+      expect(body.error.errors).toHaveLength(1)
+    }
+  },
+  {
+    name: "400 V5: every schema violation reported",
+    run: async (ctx) => {
+      const body = await expectApiError(
+        await send(ctx, { body: json({ foo: 1, ratelimits: [{ name: "requests", limit: 0, duration: 1000 }] }) }),
+        { status: 400, type: "unkey/application/invalid_input", detail: SCHEMA_DETAIL }
+      )
+      const messages = (body.error.errors ?? []).map((issue) => issue.message)
+      expect(messages).toEqual(expect.arrayContaining([
+        "missing property 'identity'",
+        "additional properties 'foo' not allowed",
+        "minimum: got 0, want 1"
+      ]))
+    }
+  },
+  {
+    name: "400 A1: no 'Bearer ' prefix",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { authorization: `Basic ${ctx.seed.rootKey}`, body: json({ identity: "user_123" }) }), {
+        status: 400,
+        type: "unkey/authentication/malformed",
+        detail: /missing the 'Bearer ' prefix/
+      })
+    }
+  },
+  {
+    name: "401: unknown root key",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { authorization: "Bearer unkey_nope", body: json({ identity: "user_123" }) }), {
+        status: 401,
+        type: "unkey/authentication/key_not_found",
+        detail: "The provided root key is invalid. We could not find the requested key."
+      })
+    }
+  },
+  {
+    name: "403: disabled key",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { authorization: `Bearer ${ctx.seed.disabledKey}`, body: json({ identity: "user_123" }) }), {
+        status: 403,
+        type: "unkey/authorization/key_disabled",
+        detail: "The provided root key is invalid. The key is disabled."
+      })
+    }
+  },
+  {
+    name: "403: expired key",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { authorization: `Bearer ${ctx.seed.expiredKey}`, body: json({ identity: "user_123" }) }), {
+        status: 403,
+        type: "unkey/authorization/forbidden",
+        detail: "The provided root key is invalid. the key has expired on 2024-01-02T03:04:05Z"
+      })
+    }
+  },
+  {
+    name: "403: disabled workspace",
+    run: async (ctx) => {
+      await expectApiError(
+        await send(ctx, { authorization: `Bearer ${ctx.seed.disabledWorkspaceKey}`, body: json({ identity: "user_123" }) }),
+        {
+          status: 403,
+          type: "unkey/authorization/workspace_disabled",
+          detail: "The provided root key is invalid. The workspace is disabled."
+        }
+      )
+    }
+  },
+  {
+    name: "403: missing permission",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { authorization: `Bearer ${ctx.seed.unprivilegedKey}`, body: json({ identity: "user_123" }) }), {
+        status: 403,
+        type: "unkey/authorization/insufficient_permissions",
+        detail: "Missing one of these permissions: ['identity.*.update_identity'], have: ['a', 'b']"
+      })
+    }
+  },
+  {
+    name: "404: the key's workspace does not exist",
+    run: async (ctx) => {
+      await expectApiError(
+        await send(ctx, { authorization: `Bearer ${ctx.seed.missingWorkspaceKey}`, body: json({ identity: "user_123" }) }),
+        { status: 404, type: "unkey/data/workspace_not_found" }
+      )
+    }
+  },
+  {
+    name: "404: identity not found",
+    run: async (ctx) => {
+      await expectApiError(await send(ctx, { body: json({ identity: "user_nobody" }) }), {
+        status: 404,
+        type: "unkey/data/identity_not_found",
+        detail: "This identity does not exist."
+      })
+    }
+  },
+  {
+    name: "413: body over the limit, declared by Content-Length",
+    run: async (ctx) => {
+      const body = await expectApiError(await send(ctx, { body: oversized }), {
+        status: 413,
+        type: "user/bad_request/request_body_too_large",
+        detail: `The request body exceeds the maximum allowed size of ${LIMIT} bytes.`
+      })
+      expect(body.error.errors).toEqual([])
+    }
+  },
+  {
+    name: "413: body over the limit, chunked without Content-Length",
+    run: async (ctx) => {
+      const body = await expectApiError(await send(ctx, { body: oversizedStream() }), {
+        status: 413,
+        type: "user/bad_request/request_body_too_large",
+        detail: `The request body exceeds the maximum allowed size of ${LIMIT} bytes.`
+      })
+      expect(body.error.errors).toEqual([])
+    }
+  },
+  {
+    name: "the connection is usable after a 413 (keep-alive or a clean close)",
+    run: async (ctx) => {
+      await send(ctx, { body: oversized }).then((response) => response.arrayBuffer())
+      const response = await send(ctx, { body: json({ identity: "user_nobody" }) })
+      expect(response.status).toBe(404)
+    }
+  },
+  {
+    name: "unknown path → the host's 404 (Express next(), Fastify not-found)",
+    run: async (ctx) => {
+      await expectHostNotFound(ctx, await send(ctx, { path: `${ROUTE}X`, body: json({ identity: "user_123" }) }))
+      await expectHostNotFound(ctx, await send(ctx, { path: "/v2/keys.verifyKey", method: "GET" }))
+    }
+  },
+  {
+    name: "the route outside the mount point is not ours",
+    applies: (host) => host.baseUrl !== host.origin,
+    run: async (ctx) => {
+      await expectHostNotFound(ctx, await send(ctx, { fromOrigin: true, body: json({ identity: "user_123" }) }))
+    }
+  },
+  {
+    name: "405: other methods on the route",
+    run: async (ctx) => {
+      for (const method of ["GET", "PUT", "DELETE"]) {
+        const response = await send(ctx, { method, ...(method === "GET" ? {} : { body: json({ identity: "user_123" }) }) })
+        expect(response.headers.get("allow")).toBe("POST")
+        await expectApiError(response, { status: 405, type: "unkey/application/method_not_allowed" })
+      }
+    }
+  },
+  {
+    name: "405: HEAD, and TRACE (which a WHATWG Request cannot carry) — never a 500",
+    applies: (host) => host.kind !== "fetch",
+    run: async (ctx) => {
+      const head = await rawRequest(`${ctx.host.baseUrl}${ROUTE}`, "HEAD")
+      expect(head).toMatchObject({ status: 405, body: "", headers: { allow: "POST" } })
+      const trace = await rawRequest(`${ctx.host.baseUrl}${ROUTE}`, "TRACE")
+      expect(trace).toMatchObject({ status: 405, headers: { allow: "POST", "content-type": "application/json" } })
+      expect(decodeError(JSON.parse(trace.body)).error).toMatchObject({
+        status: 405,
+        type: `${TYPE}unkey/application/method_not_allowed`,
+        detail: "Method 'TRACE' is not allowed on this route; use POST."
+      })
+    }
+  },
+  {
+    name: "a header the host set before us (CORS) survives, on success and on error",
+    applies: (host) => host.kind !== "fetch",
+    run: async (ctx) => {
+      const ok = await send(ctx, { body: json({ identity: "user_plain" }) })
+      expect(ok.status).toBe(200)
+      expect(ok.headers.get("access-control-allow-origin")).toBe(HOST_ORIGIN)
+      expect(ok.headers.get("content-type")).toMatch(/^application\/json/)
+      const failed = await send(ctx, { body: oversized })
+      expect(failed.status).toBe(413)
+      expect(failed.headers.get("access-control-allow-origin")).toBe(HOST_ORIGIN)
+    }
+  }
+]
+
+/** Starts the host before the block's tests and closes it after; the getter fails loudly if unstarted. */
+const useHost = (config: HostConfig): (() => Ctx) => {
+  let ctx: Ctx | undefined
+  beforeAll(async () => {
+    const host = await config.start({ storage: layerMemory, maxBodyBytes: LIMIT })
+    ctx = { host, seed: await seed(host.kit) }
+  })
+  afterAll(async () => {
+    await ctx?.host.close()
+  })
+  return () => {
+    if (ctx === undefined) throw new Error(`${config.name} did not start`)
+    return ctx
+  }
+}
+
+for (const config of hostConfigs) {
+  describe(config.name, () => {
+    const current = useHost(config)
+    for (const scenario of scenarios) {
+      it(scenario.name, async (test) => {
+        const ctx = current()
+        if (scenario.applies !== undefined && !scenario.applies(ctx.host)) return test.skip()
+        await scenario.run(ctx)
+      })
+    }
+  })
+}
+
+const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): Promise<A> =>
+  Promise.race([
+    promise,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms).unref())
+  ])
+
+for (const config of hostKinds) {
+  describe(`${config.name}: clients and connections`, () => {
+    const current = useHost(config)
+
+    // Through the host's own fetch: a real socket for all but the fetch handler. No retries.
+    const sdk = (rootKey: string) => {
+      const { host } = current()
+      return new Unkey({
+        rootKey,
+        serverURL: host.baseUrl,
+        retryConfig: { strategy: "none" },
+        httpClient: new HTTPClient({ fetcher: (input, init) => host.fetch(new Request(input, init)) })
+      })
+    }
+
+    it("the official SDK parses a 200", async () => {
+      const ctx = current()
+      const result = await sdk(ctx.seed.rootKey).identities.updateIdentity({
+        identity: "user_123",
+        meta: { plan: "sdk" },
+        ratelimits: [{ name: "requests", limit: 50, duration: 60_000, autoApply: true }]
+      })
+      expect(result.meta.requestId).toMatch(/^req_/)
+      expect(result.data).toEqual({
+        id: ctx.seed.identityId,
+        externalId: "user_123",
+        meta: { plan: "sdk" },
+        ratelimits: [{ id: ctx.seed.requestsRatelimitId, name: "requests", limit: 50, duration: 60_000, autoApply: true }]
+      })
+    })
+
+    it("the official SDK throws its typed errors", async () => {
+      const ctx = current()
+      await expect(sdk(ctx.seed.rootKey).identities.updateIdentity({ identity: "user_nobody" })).rejects.toBeInstanceOf(
+        NotFoundErrorResponse
+      )
+      await expect(sdk("unkey_nope").identities.updateIdentity({ identity: "user_123" })).rejects.toBeInstanceOf(
+        UnauthorizedErrorResponse
+      )
+      await expect(sdk(ctx.seed.unprivilegedKey).identities.updateIdentity({ identity: "user_123" })).rejects
+        .toBeInstanceOf(ForbiddenErrorResponse)
+      const duplicate = { name: "requests", limit: 1, duration: 1000 }
+      const error: unknown = await sdk(ctx.seed.rootKey).identities.updateIdentity({
+        identity: "user_123",
+        ratelimits: [duplicate, duplicate]
+      }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(BadRequestErrorResponse)
+      if (error instanceof BadRequestErrorResponse) {
+        expect(error.data$.error.detail).toBe("Ratelimit with name 'requests' is already defined in the request")
+      }
+    })
+
+    it("X-Forwarded-For and the user agent end up in the audit log", async () => {
+      const ctx = current()
+      const response = await send(ctx, {
+        headers: { "x-forwarded-for": "203.0.113.7, 10.0.0.1", "user-agent": "adapter-test/1.0" },
+        body: json({ identity: "user_plain", meta: { audited: true } })
+      })
+      expect(response.status).toBe(200)
+      const log = await ctx.host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+      expect(log.at(-1)).toMatchObject({ event: "identity.update", remoteIp: "203.0.113.7", userAgent: "adapter-test/1.0" })
+    })
+
+    it("without X-Forwarded-For, the peer address is recorded", async () => {
+      const ctx = current()
+      const response = await send(ctx, {
+        headers: { "user-agent": "adapter-test/2.0" },
+        body: json({ identity: "user_plain", meta: { audited: "peer" } })
+      })
+      expect(response.status).toBe(200)
+      const log = await ctx.host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+      expect(log.at(-1)).toMatchObject({ remoteIp: ctx.host.peerAddress, userAgent: "adapter-test/2.0" })
+    })
+
+    it("a client abort mid-request interrupts the write", async () => {
+      const { layer, probe } = layerHanging()
+      const host = await config.start({ storage: layer, maxBodyBytes: LIMIT })
+      try {
+        const seeded = await seed(host.kit)
+        const controller = new AbortController()
+        const pending = host.send(ROUTE, {
+          method: "POST",
+          headers: { authorization: `Bearer ${seeded.rootKey}`, "content-type": "application/json" },
+          body: json({ identity: "user_123", meta: { plan: "never" } }),
+          signal: controller.signal
+        }).then(() => "answered", () => "aborted")
+        await withTimeout(probe.entered, 5000, "the write to start")
+        controller.abort()
+        await withTimeout(probe.interrupted, 5000, "the write to be interrupted")
+        // The fetch handler answers the aborted request (499); socket clients see their abort.
+        expect(await pending).toBe(host.kind === "fetch" ? "answered" : "aborted")
+      } finally {
+        await host.close()
+      }
+    })
+
+    if (config.kind === "fastify") {
+      it("the plugin's raw-body parser does not leak: a host JSON route still gets parsed JSON", async () => {
+      const ctx = current()
+        const response = await fetch(`${ctx.host.origin}/host/json`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: json({ hello: "world" })
+        })
+        expect(response.status).toBe(200)
+        expect(await response.json()).toEqual({ received: { hello: "world" } })
+      })
+
+      it("a plugin that builds its own kit serves its own storage", async () => {
+      const ctx = current()
+        const response = await fetch(`${ctx.host.baseUrl}/owned${ROUTE}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${ctx.seed.rootKey}`, "content-type": "application/json" },
+          body: json({ identity: "user_123" })
+        })
+        // Its memory storage is empty: the shared kit's key is unknown there.
+        await expectApiError(response, { status: 401, type: "unkey/authentication/key_not_found" })
+      })
+    }
+  })
+}
+
+describe("who disposes the kit", () => {
+  const ping = (kit: IdentityKit) => kit.fetch(new Request(`http://localhost${ROUTE}`, { method: "POST" }))
+  const ownedCases: ReadonlyArray<readonly [string, (storage: Layer.Layer<IdentityStore>) => Promise<void>]> = [
+    ["createNodeHandler: dispose()", async (storage) => {
+      const handler = createNodeHandler({ storage })
+      await ping(handler.kit)
+      await handler.dispose()
+    }],
+    ["express: dispose()", async (storage) => {
+      const middleware = expressKit({ storage })
+      await ping(middleware.kit)
+      await middleware.dispose()
+    }],
+    ["fastify 4: app.close()", async (storage) => {
+      const app = fastify4()
+      await app.register(fastifyKitV4, { storage })
+      await app.inject({ method: "POST", url: ROUTE })
+      await app.close()
+    }],
+    ["fastify 5: app.close()", async (storage) => {
+      const app = fastify5()
+      await app.register(fastifyKit, { storage })
+      await app.inject({ method: "POST", url: ROUTE })
+      await app.close()
+    }]
+  ]
+  for (const [name, run] of ownedCases) {
+    it(`an adapter that built its kit releases its storage — ${name}`, async () => {
+      const { layer, released } = layerObserved()
+      await run(layer)
+      expect(released()).toBe(true)
+    })
+  }
+
+  it("an adapter given { kit } leaves that kit to its owner", async () => {
+    const { layer, released } = layerObserved()
+    const kit = makeIdentityKit({ storage: layer })
+    await ping(kit)
+    await createNodeHandler({ kit }).dispose()
+    await expressKit({ kit }).dispose()
+    const app = fastify5()
+    await app.register(fastifyKit, { kit })
+    await app.close()
+    expect(released()).toBe(false)
+    expect((await ping(kit)).status).toBe(400)
+    await kit.dispose()
+    expect(released()).toBe(true)
+  })
+})
