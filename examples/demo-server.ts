@@ -1,0 +1,78 @@
+/**
+ * The demo server behind `npm start`: Node's http with identity-kit's node handler, storage in
+ * PGlite under `./.data` (or PostgreSQL when `DATABASE_URL` is set). The first start migrates and
+ * seeds a workspace, a root key and the identity `user_123`, and prints a curl that works as is.
+ * Restarts keep the data and seed nothing again.
+ *
+ * Env: PORT (default 3000; 0 picks a free port), HOST (default 127.0.0.1), DATABASE_URL,
+ * PGLITE_DATA_DIR (default ./.data), ROOT_KEY (use this plaintext as the demo root key).
+ */
+import { createServer } from "node:http"
+import { Effect, Redacted } from "effect"
+import { hashRootKey, IdentityStore } from "identity-kit"
+import { createNodeHandler } from "identity-kit/node"
+import { layerPglite } from "identity-kit/pglite"
+import { layerPostgres } from "identity-kit/postgres"
+import { curlFor, portOf } from "./demo.js"
+
+const WORKSPACE = "ws_demo"
+const env = process.env
+const databaseUrl = env["DATABASE_URL"]
+const dataDir = env["PGLITE_DATA_DIR"] ?? ".data"
+const storage = databaseUrl
+  ? layerPostgres({ url: Redacted.make(databaseUrl) })
+  : layerPglite({ dataDir })
+const handler = createNodeHandler({ storage })
+const { kit } = handler
+
+/** Whether a plaintext root key is already stored (by its hash). */
+const isKnownKey = (key: string) =>
+  kit.run(Effect.flatMap(IdentityStore, (store) => store.findRootKey(hashRootKey(key)))).then((found) => found !== null)
+
+// Seed once: the identity is the marker, so a restart finds it and seeds nothing.
+let shownKey: string | undefined
+const given = env["ROOT_KEY"]
+const firstStart = (await kit.admin.getIdentity(WORKSPACE, "user_123")) === null
+if (firstStart) {
+  await kit.admin.createWorkspace({ id: WORKSPACE, name: "demo" })
+  await kit.admin.createIdentity({
+    workspaceId: WORKSPACE,
+    externalId: "user_123",
+    meta: { plan: "free" },
+    ratelimits: [{ name: "requests", limit: 100, duration: 60_000 }]
+  })
+}
+if (given !== undefined && given !== "") {
+  if (!(await isKnownKey(given))) {
+    await kit.admin.issueRootKey({ workspaceId: WORKSPACE, name: "demo key", key: Redacted.make(given) })
+  }
+  shownKey = given
+} else if (firstStart) {
+  const { key } = await kit.admin.issueRootKey({ workspaceId: WORKSPACE, name: "demo key" })
+  shownKey = Redacted.value(key)
+}
+
+const server = createServer(handler)
+await new Promise<void>((resolve) => server.listen(Number(env["PORT"] ?? 3000), env["HOST"] ?? "127.0.0.1", resolve))
+const url = `http://127.0.0.1:${portOf(server)}`
+
+console.log(`identity-kit demo listening on ${url} (storage: ${databaseUrl ? "PostgreSQL" : `PGlite in ${dataDir}`})`)
+if (shownKey !== undefined && given === undefined) {
+  console.log(`\nRoot key for workspace ${WORKSPACE} (shown once; only its SHA-256 hash is stored):\n  ${shownKey}`)
+}
+console.log(`\nTry it:\n${curlFor(url, shownKey ?? "$ROOT_KEY")}\n`)
+if (shownKey === undefined) {
+  console.log("(The root key was printed at the first start. Restart with ROOT_KEY=<key> to use a key of your choice.)")
+}
+
+let closing = false
+const shutdown = () => {
+  if (closing) return
+  closing = true
+  server.close()
+  server.closeAllConnections()
+  // Disposing closes the pool or PGlite cleanly, so the data directory is left consistent.
+  void handler.dispose().finally(() => process.exit(0))
+}
+process.on("SIGINT", shutdown)
+process.on("SIGTERM", shutdown)

@@ -1,0 +1,54 @@
+/**
+ * How a host app tests its own routes with identity-kit: start the app with `layerMemory` instead
+ * of the production storage (say `layerSql` on PostgreSQL), seed what the test needs through
+ * `kit.admin`, call the app over HTTP with Unkey's own SDK, and assert on the answer and on the
+ * stored state. Each `start` gets a fresh, empty in-memory store: tests never share data.
+ *
+ * Run with vitest (this repository runs it from test/examples.test.ts).
+ */
+import { Unkey } from "@unkey/api"
+import { NotFoundErrorResponse } from "@unkey/api/models/errors"
+import { Redacted } from "effect"
+import { layerMemory } from "identity-kit"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { type StartedExample, start } from "./express-app.js"
+
+describe("a host app's own tests, on in-memory storage", () => {
+  let app: StartedExample
+  let unkey: Unkey
+  let workspaceId: string
+
+  beforeEach(async () => {
+    app = await start({ port: 0, storage: layerMemory })
+    // The test's own data, independent of what the app seeds for its demo.
+    const workspace = await app.kit.admin.createWorkspace({ name: "test" })
+    workspaceId = workspace.id
+    const { key } = await app.kit.admin.issueRootKey({ workspaceId })
+    await app.kit.admin.createIdentity({ workspaceId, externalId: "customer_42", meta: { plan: "free" } })
+    // No retries: a test wants the first answer.
+    unkey = new Unkey({ rootKey: Redacted.value(key), serverURL: app.url, retryConfig: { strategy: "none" } })
+  })
+
+  afterEach(async () => {
+    await app.close()
+  })
+
+  it("upgrades a customer's plan and rate limit", async () => {
+    const { data } = await unkey.identities.updateIdentity({
+      identity: "customer_42",
+      meta: { plan: "pro" },
+      ratelimits: [{ name: "requests", limit: 1000, duration: 60_000, autoApply: true }]
+    })
+    expect(data.meta).toEqual({ plan: "pro" })
+    expect(data.ratelimits?.map((rl) => rl.name)).toEqual(["requests"])
+
+    const stored = await app.kit.admin.getIdentity(workspaceId, "customer_42")
+    expect(stored?.meta).toEqual({ plan: "pro" })
+    const audit = await app.kit.admin.listAuditLog(workspaceId)
+    expect(audit.map((entry) => entry.event)).toEqual(["identity.update", "ratelimit.create"])
+  })
+
+  it("reports an unknown customer as the SDK's NotFound error", async () => {
+    await expect(unkey.identities.updateIdentity({ identity: "customer_404" })).rejects.toBeInstanceOf(NotFoundErrorResponse)
+  })
+})
