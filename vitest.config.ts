@@ -12,6 +12,8 @@ export default defineConfig({
     include: ["test/**/*.test.ts", "examples/**/*.test.ts"],
     // PGlite boots once per file; files run in parallel up to the (two) cores.
     pool: "forks",
+    // CI also writes a JSON report, from which .ci/run prints a plain "N passed, N failed" line.
+    reporters: process.env["CI"] ? ["default", ["json", { outputFile: ".ci/results.json" }]] : ["default"],
     testTimeout: 30_000,
     hookTimeout: 60_000
   }

@@ -45,6 +45,8 @@ export interface Host {
 export interface HostConfig {
   readonly name: string
   readonly kind: Host["kind"]
+  /** Whether the API lives below a path (base path, mount point or prefix) rather than at the root. */
+  readonly mounted: boolean
   readonly start: (options: IdentityKitOptions<never>) => Promise<Host>
 }
 
@@ -82,6 +84,7 @@ const socketHost = (
 const fetchHost = (basePath: string): HostConfig => ({
   name: `fetch basePath=${JSON.stringify(basePath)}`,
   kind: "fetch",
+  mounted: basePath !== "",
   start: async (options) => {
     const kit = makeIdentityKit({ ...options, basePath })
     const origin = "http://identity-kit.test"
@@ -106,6 +109,7 @@ const fetchHost = (basePath: string): HostConfig => ({
 const nodeHost = (basePath: string): HostConfig => ({
   name: `node basePath=${JSON.stringify(basePath)}`,
   kind: "node",
+  mounted: basePath !== "",
   start: async (options) => {
     const handler = createNodeHandler({ ...options, basePath })
     const server = createServer((req, res) => {
@@ -143,6 +147,7 @@ interface ExpressVariant {
 const expressHost = (name: string, express: ExpressModule, variant: ExpressVariant): HostConfig => ({
   name: `${name} ${variant.label}`,
   kind: "express",
+  mounted: variant.mount !== "/",
   start: async (options) => {
     const sharedKit = variant.shared === true ? makeIdentityKit(options) : undefined
     const middleware = expressKit(sharedKit === undefined ? options : { kit: sharedKit })
@@ -205,6 +210,7 @@ interface FastifyApp {
 const fastifyHost = (name: string, prefix: string, build: (kit: IdentityKit, options: IdentityKitOptions<never>) => Promise<FastifyApp>): HostConfig => ({
   name: `${name} prefix=${JSON.stringify(prefix)}`,
   kind: "fastify",
+  mounted: prefix !== "",
   start: async (options) => {
     const kit = makeIdentityKit(options)
     const app = await build(kit, options)
