@@ -157,6 +157,20 @@ describe("V – request shape (400 invalid_input)", () => {
       )
     }))
 
+  it.effect("V5: huge arrays and many unknown keys cost one bounded list of errors", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => seed())
+      const items = "[" + Array.from({ length: 200_000 }, () => "{}").join(",") + "]"
+      const many = expectError(yield* call(s, `{"identity":"x","ratelimits":${items}}`), 400, "unkey/application/invalid_input")
+      assert.deepStrictEqual(many.errors?.map((e) => e.message), ["maxItems: got 200000, want at most 50"])
+      const keys = Object.fromEntries(Array.from({ length: 100_000 }, (_, i) => [`k${i}`, 0]))
+      const unknown = expectError(yield* call(s, { identity: 7, ...keys }), 400, "unkey/application/invalid_input")
+      assert.strictEqual(unknown.errors?.length, 22)
+      assert.strictEqual(unknown.errors?.[0]?.message, "additional properties 'k0' not allowed")
+      assert.strictEqual(unknown.errors?.[20]?.message, "additional properties: 99980 more not listed")
+      assert.strictEqual(unknown.errors?.[21]?.message, "got integer, want string")
+    }))
+
   it.effect("V5: name length counts characters; limits accept the safe-integer edge", () =>
     Effect.gen(function*() {
       const s = yield* Effect.promise(() => seed())

@@ -106,12 +106,15 @@ export const UpdateIdentityRequest = Schema.Struct({
     Schema.filter(storableText)
   ),
   meta: Schema.optionalWith(Meta, { exact: true }),
+  // The item count is checked before any item is decoded, so a huge array costs one check, not
+  // one error per item.
   ratelimits: Schema.optionalWith(
-    Schema.Array(RatelimitRequest).annotations({ message: want("array") }).pipe(
+    Schema.Array(Schema.Unknown).annotations({ message: want("array") }).pipe(
       Schema.filter((items) =>
         items.length <= limits.maxRatelimits ||
         `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`
-      )
+      ),
+      Schema.compose(Schema.Array(RatelimitRequest), { strict: false })
     ),
     { exact: true }
   )

@@ -4,6 +4,7 @@
  */
 import { Context, Effect, Either, Layer, ParseResult, Redacted, Schema } from "effect"
 import { InvalidInput, ValidationIssue } from "../Errors.js"
+import { isJsonObject, type JsonObject } from "../domain/Json.js"
 import { UpdateIdentityRequest } from "../domain/UpdateIdentity.js"
 
 /** What the HTTP edge hands to validation: headers that matter and the raw body bytes. */
@@ -66,6 +67,17 @@ const toIssue = (issue: ParseResult.ArrayFormatterIssue): ValidationIssue => {
 }
 
 const decodeBody = Schema.decodeUnknownEither(UpdateIdentityRequest, { errors: "all" })
+const KNOWN_KEYS: ReadonlySet<string> = new Set(Object.keys(UpdateIdentityRequest.fields))
+const MAX_UNKNOWN_LISTED = 20
+
+/** The body's known top-level keys only (own properties, `__proto__` never special). */
+const pickKnown = (body: JsonObject): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const key of KNOWN_KEYS) {
+    if (Object.hasOwn(body, key)) out[key] = body[key]
+  }
+  return out
+}
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 const validate = (request: RawRequest): Effect.Effect<ValidatedRequest, InvalidInput> =>
@@ -102,9 +114,22 @@ const validate = (request: RawRequest): Effect.Effect<ValidatedRequest, InvalidI
       const message = error instanceof SyntaxError ? error.message : "body is not valid UTF-8"
       return Effect.fail(invalid(SCHEMA_DETAIL, [new ValidationIssue({ location: "body", message })]))
     }
-    const decoded = decodeBody(json)
-    if (Either.isLeft(decoded)) {
-      const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map(toIssue)
+    // Unknown top-level keys are listed here, at most MAX_UNKNOWN_LISTED of them, and left out of
+    // the schema decode: a body of a million unknown keys must not cost a million error objects.
+    const unknownKeys = isJsonObject(json) ? Object.keys(json).filter((key) => !KNOWN_KEYS.has(key)) : []
+    const decoded = decodeBody(unknownKeys.length === 0 || !isJsonObject(json) ? json : pickKnown(json))
+    if (unknownKeys.length > 0 || Either.isLeft(decoded)) {
+      const issues = [
+        ...unknownKeys.slice(0, MAX_UNKNOWN_LISTED).map((key) => toIssue({ _tag: "Unexpected", path: [key], message: "" })),
+        ...(unknownKeys.length > MAX_UNKNOWN_LISTED
+          ? [new ValidationIssue({
+            location: "body",
+            message: `additional properties: ${unknownKeys.length - MAX_UNKNOWN_LISTED} more not listed`,
+            fix: "Send only 'identity', 'meta' and 'ratelimits'"
+          })]
+          : []),
+        ...(Either.isLeft(decoded) ? ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map(toIssue) : [])
+      ]
       return Effect.fail(invalid(SCHEMA_DETAIL, issues))
     }
     return Effect.succeed({ authorization: Redacted.make(authorization), body: decoded.right })
