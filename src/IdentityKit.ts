@@ -4,10 +4,9 @@
  * the host closes.
  */
 import { HttpApp } from "@effect/platform"
-import { Context, Effect, Layer, ManagedRuntime } from "effect"
+import { Context, Effect, Layer, ManagedRuntime, Runtime } from "effect"
 import * as Admin from "./Admin.js"
-import { renderError, StorageError } from "./Errors.js"
-import { newId } from "./domain/Ids.js"
+import { StorageError } from "./Errors.js"
 import { type HttpOptions, isRoute, makeHttpApp, resolveHttpOptions } from "./http/app.js"
 import * as Authorization from "./services/Authorization.js"
 import type { IdentityStore } from "./services/IdentityStore.js"
@@ -26,8 +25,8 @@ export interface ConnectionInfo {
   readonly remoteAddress?: string | undefined
 }
 
-/** The services the handler runs with. */
-export type IdentityKitServices = IdentityStore | Authorization.Authorization | RequestValidator.RequestValidator
+/** The services `kit.run` provides: storage and authorization. */
+export type IdentityKitServices = IdentityStore | Authorization.Authorization
 
 /** A running identity-kit. */
 export interface IdentityKit {
@@ -52,8 +51,6 @@ export interface IdentityKit {
   readonly dispose: () => Promise<void>
 }
 
-type WebHandler = (request: Request, context?: Context.Context<never>) => Promise<Response>
-
 /**
  * Builds an identity-kit from a storage layer.
  *
@@ -66,51 +63,43 @@ type WebHandler = (request: Request, context?: Context.Context<never>) => Promis
  */
 export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit => {
   const resolved = resolveHttpOptions(options)
-  const services = Layer.mergeAll(Authorization.layer, RequestValidator.layer).pipe(
-    Layer.provideMerge(options.storage)
-  )
-  const app = makeHttpApp(resolved)
+  const services = Authorization.layer.pipe(Layer.provideMerge(options.storage))
   let runtime = ManagedRuntime.make(services)
-  let handler: Promise<WebHandler> | undefined
+  let building: Promise<Runtime.Runtime<IdentityKitServices>> | undefined
   let disposed = false
 
-  // A layer that failed to build (say, the database was down at start) is built again on the next
-  // request instead of failing forever.
-  const getHandler = (): Promise<WebHandler> => {
-    handler ??= runtime.runtime().then(
-      (rt) => HttpApp.toWebHandlerRuntime(rt)(app),
-      (cause) => {
-        const failed = runtime
-        handler = undefined
-        runtime = ManagedRuntime.make(services)
-        void failed.dispose().catch(() => {})
-        throw cause
-      }
-    )
-    return handler
+  // Built on first use. A layer that failed to build (say, the database was down at start) is
+  // built again on the next use instead of failing forever.
+  const getRuntime = (): Promise<Runtime.Runtime<IdentityKitServices>> => {
+    if (disposed) return Promise.reject(new Error("identity-kit was disposed"))
+    building ??= runtime.runtime().catch((cause: unknown) => {
+      const failed = runtime
+      building = undefined
+      runtime = ManagedRuntime.make(services)
+      void failed.dispose().catch(() => {})
+      throw cause
+    })
+    return building
   }
 
-  // The services only fail to start on storage (connecting, migrating), so the answer is the
-  // storage failure's 500; the cause is logged, never answered.
-  const startupFailure = (cause: unknown): Response => {
-    const { status, body } = renderError(new StorageError({ operation: "startup", cause }), newId("req"), resolved.errorTypeBaseUrl)
-    console.error("identity-kit: could not start its services", cause)
-    return Response.json(body, { status })
-  }
+  // Routing, the size limit and validation need no storage: they run on the default runtime, and
+  // the storage-backed services join only when a request gets past validation (spec §2).
+  const storageServices = Effect.tryPromise({
+    try: getRuntime,
+    catch: (cause) => new StorageError({ operation: "startup", cause })
+  }).pipe(Effect.map((rt) => rt.context))
+  const app = makeHttpApp(resolved, storageServices).pipe(
+    Effect.provideService(RequestValidator.RequestValidator, RequestValidator.validator)
+  )
+  const handle = HttpApp.toWebHandlerRuntime(Runtime.defaultRuntime)(app)
 
-  const run = <A, E2>(effect: Effect.Effect<A, E2, IdentityKitServices>) => runtime.runPromise(effect)
+  const run = <A, E2>(effect: Effect.Effect<A, E2, IdentityKitServices>): Promise<A> =>
+    getRuntime().then((rt) => Runtime.runPromise(rt, effect))
 
   return {
     options: resolved,
     handles: (pathname) => isRoute(pathname, resolved.basePath),
-    fetch: async (request, connection) => {
-      if (disposed) return startupFailure(new Error("identity-kit was disposed"))
-      let handle: WebHandler
-      try {
-        handle = await getHandler()
-      } catch (cause) {
-        return startupFailure(cause)
-      }
+    fetch: (request, connection) => {
       const address = connection?.remoteAddress
       return handle(request, address === undefined ? undefined : Context.make(ClientAddress, address))
     },
@@ -130,4 +119,3 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     }
   }
 }
-

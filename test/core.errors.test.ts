@@ -396,6 +396,29 @@ describe("T1, S, routing", () => {
       yield* Effect.promise(() => kit.dispose())
     }))
 
+  it.effect("storage that cannot start: client mistakes still get their 4xx; the rest 500 until it recovers", () =>
+    Effect.gen(function*() {
+      let builds = 0
+      const flaky = Layer.effect(
+        IdentityStore,
+        Effect.suspend(() => ++builds === 1 ? Effect.fail(new Error("connect ECONNREFUSED")) : makeMemory)
+      )
+      const kit = makeIdentityKit({ storage: flaky })
+      const s = { kit, workspaceId: "", rootKey: "unkey_unknown", keyId: "" }
+      expectError(yield* call(s, ok, { authorization: undefined }), 400, "unkey/application/invalid_input")
+      expectError(yield* call(s, "{"), 400, "unkey/application/invalid_input")
+      expectError(yield* call(s, ok, {}, { method: "GET" }), 405, "unkey/application/method_not_allowed")
+      expectError(yield* call(s, ok, {}, { path: "/elsewhere" }), 404, "unkey/application/route_not_found")
+      assert.strictEqual(builds, 0)
+      const down = expectError(yield* call(s, ok), 500, "unkey/application/unexpected_error")
+      assert.strictEqual(down.detail, "We're unable to update the identity.")
+      assert.notInclude(JSON.stringify(down), "ECONNREFUSED")
+      // Built again on the next request: the storage is up now.
+      expectError(yield* call(s, ok), 401, "unkey/authentication/key_not_found")
+      assert.strictEqual(builds, 2)
+      yield* Effect.promise(() => kit.dispose())
+    }))
+
   it.effect("405 for other methods on the route, 404 for other paths, basePath", () =>
     Effect.gen(function*() {
       const s = yield* Effect.promise(() => seed())

@@ -10,7 +10,7 @@ import { limits, type UpdateIdentityResponseData } from "../domain/UpdateIdentit
 import { Authorization, UPDATE_IDENTITY_PERMISSION } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import { RequestContext } from "../services/RequestContext.js"
-import { type RawRequest, RequestValidator } from "../services/RequestValidator.js"
+import { type RawRequest, RequestValidator, type ValidatedRequest } from "../services/RequestValidator.js"
 
 /** The first name that repeats, in array order (spec §2 H4). */
 const firstDuplicate = (names: ReadonlyArray<string>): string | undefined => {
@@ -46,16 +46,17 @@ export const toResponseData = (
   }
 }
 
-/** Handles one request, from raw headers and body to the success `data` or a typed error. */
-export const updateIdentity = Effect.fn("updateIdentity")(function*(raw: RawRequest) {
-  const validator = yield* RequestValidator
+/**
+ * Handles a request that passed validation: authorization (H1, H3), duplicate names (H4), meta size
+ * (H5), then the write (H6, H7). Answers the success `data` or a typed error.
+ */
+export const handleValidated = Effect.fn("updateIdentity")(function*({ authorization: header, body }: ValidatedRequest) {
   const authorization = yield* Authorization
   const store = yield* IdentityStore
   const context = yield* RequestContext
 
-  const { authorization: header, body } = yield* validator.validate(raw)
   const key = yield* authorization.authorize(header, UPDATE_IDENTITY_PERMISSION)
-  yield* Effect.annotateCurrentSpan({ "workspace.id": key.workspaceId, "identity": body.identity })
+  yield* Effect.annotateCurrentSpan({ "workspace.id": key.workspaceId })
 
   const ratelimits = body.ratelimits?.map((rl): RatelimitInput => ({
     name: rl.name,
@@ -95,3 +96,7 @@ export const updateIdentity = Effect.fn("updateIdentity")(function*(raw: RawRequ
   })
   return toResponseData(identity, ratelimits)
 })
+
+/** Handles one request, from raw headers and body to the success `data` or a typed error (spec §2 order). */
+export const updateIdentity = (raw: RawRequest) =>
+  Effect.flatMap(RequestValidator, (validator) => validator.validate(raw)).pipe(Effect.flatMap(handleValidated))

@@ -3,7 +3,7 @@
  * limit, the handler, and every typed error rendered through the one table in `Errors.ts`.
  */
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Cause, Effect, Option, Stream } from "effect"
+import { Cause, type Context, Effect, Option, Stream } from "effect"
 import {
   type ApiError,
   InternalError,
@@ -12,11 +12,15 @@ import {
   PayloadTooLarge,
   renderError,
   RouteNotFound,
+  type StorageError,
   ValidationIssue
 } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
-import { updateIdentity } from "../handler/updateIdentity.js"
+import { handleValidated } from "../handler/updateIdentity.js"
+import type { Authorization } from "../services/Authorization.js"
+import type { IdentityStore } from "../services/IdentityStore.js"
 import { ClientAddress, RequestContext, remoteIpOf } from "../services/RequestContext.js"
+import { RequestValidator } from "../services/RequestValidator.js"
 
 /** The route this package serves, below the base path. */
 export const ROUTE = "/v2/identities.updateIdentity"
@@ -81,19 +85,30 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =
     return Buffer.concat([...chunks])
   })
 
-/** The whole app: `POST <basePath>/v2/identities.updateIdentity`, everything else 404/405. */
-export const makeHttpApp = (options: ResolvedHttpOptions) => {
+/**
+ * The whole app: `POST <basePath>/v2/identities.updateIdentity`, everything else 404/405.
+ *
+ * `services` hands in the storage-backed services (authorization, storage) when the request first
+ * needs them — after routing, the size limit and validation (spec §2: V before H1) — so a database
+ * that is down never turns a client's mistake into a 500.
+ */
+export const makeHttpApp = (
+  options: ResolvedHttpOptions,
+  services: Effect.Effect<Context.Context<Authorization | IdentityStore>, StorageError>
+) => {
   const handle = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const { pathname } = new URL(request.originalUrl, "http://localhost")
     if (!isRoute(pathname, options.basePath)) return yield* new RouteNotFound({ path: pathname })
     if (request.method !== "POST") return yield* new MethodNotAllowed({ method: request.method })
     const body = yield* readBody(request, options.maxBodyBytes)
-    return yield* updateIdentity({
+    const validator = yield* RequestValidator
+    const validated = yield* validator.validate({
       authorization: request.headers["authorization"],
       contentType: request.headers["content-type"],
       body
     })
+    return yield* handleValidated(validated).pipe(Effect.provide(yield* services))
   })
 
   return Effect.gen(function*() {

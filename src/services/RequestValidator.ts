@@ -135,5 +135,8 @@ const validate = (request: RawRequest): Effect.Effect<ValidatedRequest, InvalidI
     return Effect.succeed({ authorization: Redacted.make(authorization), body: decoded.right })
   })
 
-/** The validation layer (stateless). */
-export const layer: Layer.Layer<RequestValidator> = Layer.succeed(RequestValidator, { validate })
+/** The validation service (stateless). */
+export const validator: RequestValidatorService = { validate }
+
+/** The validation layer. */
+export const layer: Layer.Layer<RequestValidator> = Layer.succeed(RequestValidator, validator)
