@@ -23,7 +23,7 @@
  * ```
  */
 import type { RequestHandler } from "express"
-import { handleNodeRequest, type KitOrOptions, requestUrl, resolveKit } from "./node.js"
+import { handleNodeRequest, type KitOrOptions, rawPathname, requestUrl, resolveKit } from "./node.js"
 import type { IdentityKit } from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
@@ -43,9 +43,10 @@ export type IdentityKitMiddleware = RequestHandler & {
 export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMiddleware => {
   const { kit, owned } = resolveKit(options)
   const middleware: RequestHandler = (req, res, next) => {
-    // `req.url` is relative to the mount point in Express 4 and 5, nested routers included.
+    // `req.url` is relative to the mount point in Express 4 and 5, nested routers included. It is
+    // matched as sent: dot segments are not resolved, so `/x/../v2/…` is not the route.
+    if (!kit.handles(rawPathname(req.url))) return next()
     const url = requestUrl(req, req.url)
-    if (!kit.handles(url.pathname)) return next()
     // Never rejects (Express 4 would leave a rejection unhandled); errors are answered as JSON.
     void handleNodeRequest(kit, req, res, url)
   }

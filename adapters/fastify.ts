@@ -87,8 +87,11 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
 
   // Errors Fastify raises before our handler runs (body over `bodyLimit`, a body cut short), in the
   // API's JSON shape. Fastify has already set `Connection: close` for those.
+  // Only Fastify's own body errors (FST_ERR_CTP_*) are ours to answer; anything else — a host hook's
+  // 401 or 429, say — goes back to the host's error handler unchanged.
   fastify.setErrorHandler(async (error: unknown, request, reply) => {
     const { code, statusCode, message } = errorOf(error)
+    if (code === undefined || !code.startsWith("FST_ERR_CTP_")) throw error
     const apiError = code === "FST_ERR_CTP_BODY_TOO_LARGE"
       ? new PayloadTooLarge({ limit })
       : statusCode !== undefined && statusCode >= 400 && statusCode < 500

@@ -17,7 +17,8 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/Ide
 
 /**
  * A fetch handler built once from a storage layer (or sharing an existing kit's runtime).
- * Unknown paths answer 404 JSON, other methods on the route 405.
+ * Unknown paths answer 404 JSON, other methods on the route 405. `dispose()` releases a kit the
+ * handler built; a kit passed in as `{ kit }` stays its owner's to dispose.
  */
 export const createFetchHandler = <E>(options: IdentityKitOptions<E> | { readonly kit: IdentityKit }): IdentityKit =>
-  "kit" in options ? options.kit : makeIdentityKit(options)
+  "kit" in options ? { ...options.kit, dispose: () => Promise.resolve() } : makeIdentityKit(options)

@@ -44,6 +44,13 @@ export const requestUrl = (req: IncomingMessage, path: string = req.url ?? "/"):
   return url
 }
 
+/** The path of a request target as sent (no query), without resolving `.` or `..` segments. */
+export const rawPathname = (target: string | undefined): string => {
+  const path = target ?? "/"
+  const query = path.indexOf("?")
+  return query === -1 ? path : path.slice(0, query)
+}
+
 /** Every request header, repeated ones appended in order (`rawHeaders` keeps them apart). */
 export const requestHeaders = (req: IncomingMessage): Headers => {
   const headers = new Headers()
@@ -266,6 +273,11 @@ export const handleNodeRequest = async (
     const url = requestedUrl ?? requestUrl(req)
     const signal = abortSignalOf(res)
     const method = req.method ?? "GET"
+    // Route on the path as sent: a URL resolves `/x/../v2/…` to the route, and a proxy rule on the
+    // exact path must not be bypassed that way.
+    if (requestedUrl === undefined && !kit.handles(rawPathname(req.url))) {
+      return await writeWebResponse(res, errorResponse(kit, new RouteNotFound({ path: rawPathname(req.url) })), req)
+    }
     if (!fetchCanCarry(method)) {
       // Answered as the kit answers any method but POST: 405 on the route, 404 elsewhere.
       const error = kit.handles(url.pathname) ? new MethodNotAllowed({ method }) : new RouteNotFound({ path: url.pathname })

@@ -604,7 +604,11 @@ for (const config of hostKinds) {
 }
 
 describe("who disposes the kit", () => {
-  const ping = (kit: IdentityKit) => kit.fetch(new Request(`http://localhost${ROUTE}`, { method: "POST" }))
+  // A valid-shaped request with an unknown key: it gets past validation, so storage is built (401).
+  const headers = { authorization: "Bearer unknown", "content-type": "application/json" }
+  const payload = JSON.stringify({ identity: "user_123" })
+  const ping = (kit: IdentityKit) =>
+    kit.fetch(new Request(`http://localhost${ROUTE}`, { method: "POST", headers, body: payload }))
   const ownedCases: ReadonlyArray<readonly [string, (storage: Layer.Layer<IdentityStore>) => Promise<void>]> = [
     ["createNodeHandler: dispose()", async (storage) => {
       const handler = createNodeHandler({ storage })
@@ -619,13 +623,13 @@ describe("who disposes the kit", () => {
     ["fastify 4: app.close()", async (storage) => {
       const app = fastify4()
       await app.register(fastifyKitV4, { storage })
-      await app.inject({ method: "POST", url: ROUTE })
+      await app.inject({ method: "POST", url: ROUTE, headers, payload })
       await app.close()
     }],
     ["fastify 5: app.close()", async (storage) => {
       const app = fastify5()
       await app.register(fastifyKit, { storage })
-      await app.inject({ method: "POST", url: ROUTE })
+      await app.inject({ method: "POST", url: ROUTE, headers, payload })
       await app.close()
     }]
   ]
@@ -647,8 +651,91 @@ describe("who disposes the kit", () => {
     await app.register(fastifyKit, { kit })
     await app.close()
     expect(released()).toBe(false)
-    expect((await ping(kit)).status).toBe(400)
+    expect((await ping(kit)).status).toBe(401)
     await kit.dispose()
     expect(released()).toBe(true)
+  })
+})
+
+describe("paths as sent, shared kits, host errors", () => {
+  /** POSTs to a raw request target (the path goes out as written, no URL normalisation). */
+  const postRaw = (port: number, path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const headers = { "content-type": "application/json" }
+      const req = request({ host: "127.0.0.1", port, path, method: "POST", headers }, (res) => {
+        res.resume()
+        res.on("end", () => resolve(res.statusCode ?? 0))
+      })
+      req.on("error", reject)
+      req.end("{}")
+    })
+  const listen = (server: import("node:http").Server) =>
+    new Promise<number>((resolve) =>
+      server.listen(0, "127.0.0.1", () => {
+        const address = server.address()
+        resolve(typeof address === "object" && address !== null ? address.port : 0)
+      })
+    )
+
+  it("dot segments are not resolved into the route (Node http and Express 4/5)", async () => {
+    const { createServer } = await import("node:http")
+    const express4 = (await import("express4")).default
+    const express5 = (await import("express5")).default
+    const node = createNodeHandler({ storage: layerMemory })
+    const servers = [createServer(node)]
+    for (const express of [express4, express5]) {
+      const app = express()
+      app.use("/api", expressKit({ kit: node.kit }))
+      app.use((_req, res) => {
+        res.status(404).send("host 404")
+      })
+      servers.push(createServer(app))
+    }
+    try {
+      const [nodePort, e4, e5] = await Promise.all(servers.map(listen))
+      expect(await postRaw(nodePort!, `/x/..${ROUTE}`)).toBe(404)
+      expect(await postRaw(nodePort!, ROUTE)).toBe(400)
+      for (const port of [e4!, e5!]) {
+        expect(await postRaw(port, `/api/x/..${ROUTE}`)).toBe(404)
+        expect(await postRaw(port, `/api${ROUTE}`)).toBe(400)
+      }
+    } finally {
+      for (const server of servers) server.close()
+      await node.dispose()
+    }
+  })
+
+  it("a fetch handler given { kit } leaves that kit to its owner", async () => {
+    const { createFetchHandler } = await import("identity-kit/fetch")
+    const { layer, released } = layerObserved()
+    const kit = makeIdentityKit({ storage: layer })
+    await kit.admin.listAuditLog("ws")
+    await createFetchHandler({ kit }).dispose()
+    expect(released()).toBe(false)
+    await kit.dispose()
+    expect(released()).toBe(true)
+  })
+
+  it("Fastify: errors of the host's own hooks reach the host's error handler unchanged", async () => {
+    const rateLimited = async () => {
+      throw Object.assign(new Error("Rate limit exceeded"), { statusCode: 429 })
+    }
+    const inject = { method: "POST", url: ROUTE, payload: "{}", headers: { "content-type": "application/json" } } as const
+
+    const app5 = fastify5()
+    app5.addHook("onRequest", rateLimited)
+    app5.setErrorHandler(async (error: { statusCode?: number }, _request, reply) => reply.status(error.statusCode ?? 500).send({ host: true }))
+    await app5.register(fastifyKit, { storage: layerMemory })
+    const answer5 = await app5.inject(inject)
+    expect([answer5.statusCode, answer5.json()]).toEqual([429, { host: true }])
+    await app5.close()
+
+    const app4 = fastify4()
+    app4.addHook("onRequest", rateLimited)
+    app4.setErrorHandler(async (error: Error & { statusCode?: number }, _request, reply) => reply.status(error.statusCode ?? 500).send({ host: true }))
+    await app4.register(fastifyKitV4, { storage: layerMemory })
+    const answer4 = await app4.inject(inject)
+    expect([answer4.statusCode, answer4.json()]).toEqual([429, { host: true }])
+    await app4.close()
   })
 })
