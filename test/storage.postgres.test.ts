@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto"
 import { createServer, type Server, type Socket, connect } from "node:net"
 import { SqlClient } from "@effect/sql"
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
@@ -52,6 +52,45 @@ describe.runIf(DATABASE_URL)("postgres", () => {
         assert.deepStrictEqual(applied.map((row) => row.migration_id), [1, 2])
       }))
   })
+})
+
+describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isolation", () => {
+  const rrSchema = `${schema}_rr`
+  const url = new URL(withSearchPath(DATABASE_URL ?? "", rrSchema))
+  url.searchParams.set("options", `-c search_path=${rrSchema} -c default_transaction_isolation=repeatable\\ read`)
+  const storage = layerSql.pipe(
+    Layer.provide(layerMigrations),
+    Layer.provide(layerPostgresClient({ url: url.toString(), maxConnections: 10 })),
+    Layer.provide(freshSchema(DATABASE_URL ?? "", rrSchema))
+  )
+
+  it("concurrent updates of one identity all succeed: serialization failures are retried", async () => {
+    const kit = makeIdentityKit({ storage })
+    try {
+      await kit.admin.createWorkspace({ id: "ws_rr" })
+      const { key } = await kit.admin.issueRootKey({ workspaceId: "ws_rr" })
+      await kit.admin.createIdentity({ workspaceId: "ws_rr", externalId: "hot" })
+      const isolation = await Effect.runPromise(
+        Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ readonly i: string }>`SELECT current_setting('transaction_isolation') AS i`).pipe(
+          Effect.provide(layerPostgresClient({ url: url.toString(), maxConnections: 1 }))
+        )
+      )
+      expect(isolation[0]?.i).toBe("repeatable read")
+      const statuses = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+        const response = await kit.fetch(new Request(`http://localhost${ROUTE}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          body: JSON.stringify({ identity: "hot", meta: { i }, ratelimits: [{ name: `rl${i % 4}`, limit: i + 1, duration: 1000 }] })
+        }))
+        return response.status
+      }))
+      expect(statuses.filter((status) => status !== 200)).toEqual([])
+      const log = await kit.admin.listAuditLog("ws_rr")
+      expect(log.filter((entry) => entry.event === "identity.update")).toHaveLength(40)
+    } finally {
+      await kit.dispose()
+    }
+  }, 60_000)
 })
 
 // --- an unreachable database ----------------------------------------------------------------

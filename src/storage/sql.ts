@@ -26,7 +26,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Layer, ParseResult, Schema } from "effect"
+import { Effect, Layer, ParseResult, Schedule, Schema } from "effect"
 import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonObject } from "../domain/Json.js"
@@ -147,6 +147,20 @@ const isLiveExternalIdConflict = (error: SqlError): boolean => {
     (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === LIVE_EXTERNAL_ID_INDEX)
 }
 
+// SQLSTATE serialization_failure and deadlock_detected: the transaction was rolled back as a whole.
+const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["40001", "40P01"])
+
+/** Whether a storage failure is a rolled-back transaction that may simply be run again. */
+const isSerializationFailure = (error: StorageError): boolean => {
+  let cause: unknown = error.cause
+  for (let depth = 0; depth < 4 && typeof cause === "object" && cause !== null; depth++) {
+    const code: unknown = Reflect.get(cause, "code")
+    if (typeof code === "string" && RETRYABLE_SQLSTATES.has(code)) return true
+    cause = Reflect.get(cause, "cause")
+  }
+  return false
+}
+
 /** `IdentityStore` on the `SqlClient` in context (its name/JSON transforms are bypassed). */
 export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
@@ -221,6 +235,15 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
             ${update.audit.actorId}::text, ${update.audit.actorName}::text,
             ${update.audit.remoteIp}::text, ${update.audit.userAgent}::text,
             ${update.now}::bigint)`
+    ).pipe(
+      // Under REPEATABLE READ or SERIALIZABLE (a database whose default isolation is not READ
+      // COMMITTED), a concurrent update of the same identity aborts the call instead of waiting.
+      // The call is one transaction that changed nothing, so it is safe to run again.
+      Effect.retry({
+        while: isSerializationFailure,
+        times: 8,
+        schedule: Schedule.jittered(Schedule.exponential("5 millis"))
+      })
     )
     if (row === undefined) return yield* new IdentityNotFound()
     return toIdentity(update.workspaceId, row)
