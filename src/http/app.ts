@@ -3,7 +3,7 @@
  * limit, the handler, and every typed error rendered through the one table in `Errors.ts`.
  */
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Cause, type Context, Effect, Option, Stream } from "effect"
+import { Cause, type Context, Effect, Option } from "effect"
 import {
   type ApiError,
   InternalError,
@@ -61,28 +61,49 @@ export const isRoute = (pathname: string, basePath: string): boolean => pathname
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
   HttpServerResponse.unsafeJson(body, { status, headers })
 
-/** Reads the body, failing with 413 as soon as it passes `limit` bytes (the declared length first). */
+const unreadable = () =>
+  new InvalidInput({
+    detail: "The request body could not be read.",
+    errors: [new ValidationIssue({ location: "body", message: "the body stream failed or was aborted" })]
+  })
+
+/**
+ * Reads the body, failing with 413 as soon as it passes `limit` bytes (the declared length first).
+ * A plain reader loop in one promise: an Effect stream here cost ~0.5 ms per request (bench/).
+ * Interruption (a client abort) cancels the reader.
+ */
 const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =>
   Effect.gen(function*() {
     const declared = Number(request.headers["content-length"] ?? "0")
     if (declared > limit) return yield* new PayloadTooLarge({ limit })
     const web = yield* HttpServerRequest.toWeb(request).pipe(Effect.orDie)
-    if (web.body === null) return new Uint8Array(0)
-    const chunks = yield* Stream.fromReadableStream({
-      evaluate: () => web.body!,
-      onError: () =>
-        new InvalidInput({
-          detail: "The request body could not be read.",
-          errors: [new ValidationIssue({ location: "body", message: "the body stream failed or was aborted" })]
-        })
-    }).pipe(
-      Stream.mapAccumEffect(0, (size, chunk) =>
-        size + chunk.length > limit
-          ? Effect.fail(new PayloadTooLarge({ limit }))
-          : Effect.succeed([size + chunk.length, chunk] as const)),
-      Stream.runCollect
-    )
-    return Buffer.concat([...chunks])
+    const stream = web.body
+    if (stream === null) return new Uint8Array(0)
+    const bytes = yield* Effect.tryPromise({
+      try: async (signal) => {
+        const reader = stream.getReader()
+        const cancel = () => void reader.cancel().catch(() => {})
+        signal.addEventListener("abort", cancel, { once: true })
+        try {
+          const chunks: Array<Uint8Array> = []
+          let size = 0
+          for (;;) {
+            const { done, value } = await reader.read()
+            if (done) return Buffer.concat(chunks, size)
+            size += value.length
+            if (size > limit) {
+              cancel()
+              return null
+            }
+            chunks.push(value)
+          }
+        } finally {
+          signal.removeEventListener("abort", cancel)
+        }
+      },
+      catch: unreadable
+    })
+    return bytes ?? (yield* new PayloadTooLarge({ limit }))
   })
 
 /**
