@@ -84,10 +84,15 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
 
   // Routing, the size limit and validation need no storage: they run on the default runtime, and
   // the storage-backed services join only when a request gets past validation (spec §2).
-  const storageServices = Effect.tryPromise({
-    try: getRuntime,
-    catch: (cause) => new StorageError({ operation: "startup", cause })
-  }).pipe(Effect.map((rt) => rt.context))
+  let built: Context.Context<IdentityKitServices> | undefined
+  const storageServices = Effect.suspend(() =>
+    built !== undefined
+      ? Effect.succeed(built)
+      : Effect.tryPromise({
+        try: getRuntime,
+        catch: (cause) => new StorageError({ operation: "startup", cause })
+      }).pipe(Effect.map((rt) => (built = rt.context)))
+  )
   const app = makeHttpApp(resolved, storageServices).pipe(
     Effect.provideService(RequestValidator.RequestValidator, RequestValidator.validator)
   )
@@ -115,6 +120,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     dispose: async () => {
       if (disposed) return
       disposed = true
+      built = undefined
       await runtime.dispose()
     }
   }
