@@ -56,7 +56,7 @@ describe.runIf(DATABASE_URL)("postgres", () => {
 
 describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isolation", () => {
   const rrSchema = `${schema}_rr`
-  const url = new URL(withSearchPath(DATABASE_URL ?? "", rrSchema))
+  const url = new URL(withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", rrSchema))
   url.searchParams.set("options", `-c search_path=${rrSchema} -c default_transaction_isolation=repeatable\\ read`)
   const storage = layerSql.pipe(
     Layer.provide(layerMigrations),
