@@ -113,9 +113,9 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =
  * needs them — after routing, the size limit and validation (spec §2: V before H1) — so a database
  * that is down never turns a client's mistake into a 500.
  */
-export const makeHttpApp = (
+export const makeHttpApp = <R = never>(
   options: ResolvedHttpOptions,
-  services: Effect.Effect<Context.Context<Authorization | IdentityStore>, StorageError>
+  services: Effect.Effect<Context.Context<Authorization | IdentityStore>, StorageError, R>
 ) => {
   const handle = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -162,3 +162,11 @@ export const makeHttpApp = (
     Effect.interruptible
   )
 }
+
+/**
+ * The app for Effect users who run their own `@effect/platform` server: it takes `Authorization`
+ * and `IdentityStore` (and `RequestValidator`) from the context, e.g.
+ * `HttpServer.serve(httpApp({ basePath: "/api" }))` with `layerMemory` and `Authorization.layer` provided.
+ */
+export const httpApp = (options?: HttpOptions) =>
+  makeHttpApp(resolveHttpOptions(options), Effect.context<Authorization | IdentityStore>())
