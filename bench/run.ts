@@ -45,13 +45,14 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean", default: false },
     tsx: { type: "boolean", default: false },
     memory: { type: "boolean", default: false },
+    "root-key-cache": { type: "boolean", default: false },
     prime: { type: "string" },
     help: { type: "boolean", default: false }
   }
 })
 if (flags.help) {
   console.log(
-    "usage: tsx --conditions=@identity-kit/source bench/run.ts [--quick] [--duration S] [--connections N] [--warmup S] [--fastify] [--pgbench-hot] [--profile] [--tsx] [--memory] [--prime S]"
+    "usage: tsx --conditions=@identity-kit/source bench/run.ts [--quick] [--duration S] [--connections N] [--warmup S] [--fastify] [--pgbench-hot] [--profile] [--tsx] [--memory] [--root-key-cache] [--prime S]"
   )
   process.exit(0)
 }
@@ -617,6 +618,16 @@ const main = async () => {
       await startServer("ours (Fastify plugin)", process.execPath, oursArgs, {
         cwd: projectDir,
         env: { PORT: String(await freePort()), DATABASE_URL: databaseUrl, BENCH_HOST: "fastify", BENCH_POOL: "8" },
+        ipc: true
+      })
+    )
+  }
+  if (flags["root-key-cache"]) {
+    // The opt-in root-key cache (10 s): one database round trip per request instead of two.
+    servers.push(
+      await startServer("ours (node, key cache)", process.execPath, oursArgs, {
+        cwd: projectDir,
+        env: { PORT: String(await freePort()), DATABASE_URL: databaseUrl, BENCH_HOST: "node", BENCH_POOL: "8", BENCH_ROOT_KEY_CACHE: "10" },
         ipc: true
       })
     )

@@ -52,9 +52,15 @@ pg.Client.prototype.query = function(this: unknown, ...args: Array<unknown>) {
 }
 
 const storage = process.env["BENCH_STORAGE"] ?? "postgres"
+// BENCH_ROOT_KEY_CACHE=<seconds>: the opt-in root-key cache (off unless set).
+const cacheSeconds = Number(process.env["BENCH_ROOT_KEY_CACHE"] ?? 0)
+const rootKeyCache = cacheSeconds > 0 ? { ttl: `${cacheSeconds} seconds` as const } : undefined
 const kit = storage === "memory"
-  ? makeIdentityKit({ storage: layerMemory })
-  : makeIdentityKit({ storage: layerPostgres({ url, maxConnections: poolSize, applicationName: "identity-kit-bench" }) })
+  ? makeIdentityKit({ storage: layerMemory, rootKeyCache })
+  : makeIdentityKit({
+    storage: layerPostgres({ url, maxConnections: poolSize, applicationName: "identity-kit-bench" }),
+    rootKeyCache
+  })
 
 // Build the runtime now: pool tested, migrations applied, or a non-zero exit.
 try {

@@ -13,8 +13,8 @@ import type { IdentityStore } from "./services/IdentityStore.js"
 import { ClientAddress } from "./services/RequestContext.js"
 import * as RequestValidator from "./services/RequestValidator.js"
 
-/** What every adapter takes: a storage layer and the HTTP options. */
-export interface IdentityKitOptions<E = never> extends HttpOptions {
+/** What every adapter takes: a storage layer, the HTTP options and the authorization options. */
+export interface IdentityKitOptions<E = never> extends HttpOptions, Authorization.AuthorizationOptions {
   /** Where data lives: `layerMemory`, `layerSql` with a `SqlClient`, `layerPglite(...)`, … */
   readonly storage: Layer.Layer<IdentityStore, E>
 }
@@ -63,7 +63,9 @@ export interface IdentityKit {
  */
 export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit => {
   const resolved = resolveHttpOptions(options)
-  const services = Authorization.layer.pipe(Layer.provideMerge(options.storage))
+  const services = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(
+    Layer.provideMerge(options.storage)
+  )
   let runtime = ManagedRuntime.make(services)
   let building: Promise<Runtime.Runtime<IdentityKitServices>> | undefined
   let disposed = false

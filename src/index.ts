@@ -14,8 +14,14 @@ export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"
 export type { IdentityStoreService, NewIdentity } from "./services/IdentityStore.js"
 export { layerMemory, makeMemory } from "./storage/memory.js"
-export { Authorization, hashRootKey, layer as layerAuthorization, UPDATE_IDENTITY_PERMISSION } from "./services/Authorization.js"
-export type { AuthorizationService, AuthorizedKey } from "./services/Authorization.js"
+export {
+  Authorization,
+  hashRootKey,
+  layer as layerAuthorization,
+  layerWith as layerAuthorizationWith,
+  UPDATE_IDENTITY_PERMISSION
+} from "./services/Authorization.js"
+export type { AuthorizationOptions, AuthorizationService, AuthorizedKey } from "./services/Authorization.js"
 export { layer as layerRequestValidator, RequestValidator } from "./services/RequestValidator.js"
 export type { RawRequest, RequestValidatorService, ValidatedRequest } from "./services/RequestValidator.js"
 export { ClientAddress, RequestContext } from "./services/RequestContext.js"
