@@ -86,14 +86,17 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
 
   // Routing, the size limit and validation need no storage: they run on the default runtime, and
   // the storage-backed services join only when a request gets past validation (spec §2).
-  let built: Context.Context<IdentityKitServices> | undefined
+  let built: Runtime.Runtime<IdentityKitServices> | undefined
   const storageServices = Effect.suspend(() =>
-    built !== undefined
+    built !== undefined && !disposed
       ? Effect.succeed(built)
       : Effect.tryPromise({
         try: getRuntime,
         catch: (cause) => new StorageError({ operation: "startup", cause })
-      }).pipe(Effect.map((rt) => (built = rt.context)))
+      }).pipe(Effect.tap((rt) => {
+        // A dispose() that raced this build must not leave a runtime behind for later requests.
+        if (!disposed) built = rt
+      }))
   )
   const app = makeHttpApp(resolved, storageServices).pipe(
     Effect.provideService(RequestValidator.RequestValidator, RequestValidator.validator)

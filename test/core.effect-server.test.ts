@@ -4,8 +4,19 @@
  */
 import { HttpApp } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, ManagedRuntime, Redacted } from "effect"
-import { Admin, httpApp, layerAuthorization, layerMemory, layerRequestValidator, ROUTE } from "identity-kit"
+import { Effect, Layer, Logger, ManagedRuntime, Redacted } from "effect"
+import {
+  Admin,
+  httpApp,
+  IdentityStore,
+  layerAuthorization,
+  layerMemory,
+  layerRequestValidator,
+  makeIdentityKit,
+  makeMemory,
+  ROUTE,
+  StorageError
+} from "identity-kit"
 
 describe("httpApp on an Effect user's own runtime", () => {
   it.effect("answers the route from services in the context", () =>
@@ -31,5 +42,33 @@ describe("httpApp on an Effect user's own runtime", () => {
       const body = yield* Effect.promise(() => response.json())
       assert.deepStrictEqual(body.data.meta, { via: "effect" })
       yield* Effect.promise(() => runtime.dispose())
+    }))
+})
+
+describe("the storage layer's runtime applies to requests", () => {
+  it.effect("a logger provided with the storage layer receives the request's logs", () =>
+    Effect.gen(function*() {
+      const seen: Array<unknown> = []
+      const hostLogger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => void seen.push(message)))
+      const failing = Layer.effect(
+        IdentityStore,
+        Effect.map(makeMemory, (memory) => ({
+          ...memory,
+          updateIdentity: () => Effect.fail(new StorageError({ operation: "updateIdentity", cause: "boom" }))
+        }))
+      ).pipe(Layer.merge(hostLogger))
+      const kit = makeIdentityKit({ storage: failing })
+      yield* Effect.promise(() => kit.admin.createWorkspace({ id: "ws_log" }))
+      const { key } = yield* Effect.promise(() => kit.admin.issueRootKey({ workspaceId: "ws_log" }))
+      const response = yield* Effect.promise(() =>
+        kit.fetch(new Request(`http://localhost${ROUTE}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          body: JSON.stringify({ identity: "anyone" })
+        }))
+      )
+      assert.strictEqual(response.status, 500)
+      assert.include(JSON.stringify(seen), "identity-kit: storage failure")
+      yield* Effect.promise(() => kit.dispose())
     }))
 })

@@ -3,7 +3,7 @@
  * limit, the handler, and every typed error rendered through the one table in `Errors.ts`.
  */
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Cause, type Context, Effect, Option } from "effect"
+import { Cause, Effect, Option, type Runtime, Stream } from "effect"
 import {
   type ApiError,
   InternalError,
@@ -76,8 +76,11 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =
   Effect.gen(function*() {
     const declared = Number(request.headers["content-length"] ?? "0")
     if (declared > limit) return yield* new PayloadTooLarge({ limit })
-    const web = yield* HttpServerRequest.toWeb(request).pipe(Effect.orDie)
-    const stream = web.body
+    // A web Request's own body; any other server's request (Node via @effect/platform-node, say)
+    // through its Effect stream.
+    const stream = request.source instanceof Request
+      ? request.source.body
+      : Stream.toReadableStream(request.stream)
     if (stream === null) return new Uint8Array(0)
     const bytes = yield* Effect.tryPromise({
       try: async (signal) => {
@@ -106,6 +109,10 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =
     return bytes ?? (yield* new PayloadTooLarge({ limit }))
   })
 
+/** Logs a storage failure with its cause (the answer never carries it). */
+const logStorageFailure = (error: StorageError) =>
+  Effect.logError("identity-kit: storage failure", error.operation, Cause.fail(error.cause))
+
 /**
  * The whole app: `POST <basePath>/v2/identities.updateIdentity`, everything else 404/405.
  *
@@ -115,7 +122,7 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number) =
  */
 export const makeHttpApp = <R = never>(
   options: ResolvedHttpOptions,
-  services: Effect.Effect<Context.Context<Authorization | IdentityStore>, StorageError, R>
+  services: Effect.Effect<Runtime.Runtime<Authorization | IdentityStore>, StorageError, R>
 ) => {
   const handle = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -129,7 +136,12 @@ export const makeHttpApp = <R = never>(
       contentType: request.headers["content-type"],
       body
     })
-    return yield* handleValidated(validated).pipe(Effect.provide(yield* services))
+    // The storage runtime's context *and* its FiberRefs: a logger or tracer the host put in the
+    // storage layer applies to requests too, so storage failures are logged inside it.
+    return yield* handleValidated(validated).pipe(
+      Effect.tapErrorTag("StorageError", logStorageFailure),
+      Effect.provide(yield* services)
+    )
   })
 
   return Effect.gen(function*() {
@@ -147,8 +159,8 @@ export const makeHttpApp = <R = never>(
     }
     return yield* handle.pipe(
       Effect.map((data) => json(200, { meta: { requestId }, data })),
-      Effect.tapErrorTag("StorageError", (error) =>
-        Effect.logError("identity-kit: storage failure", error.operation, Cause.fail(error.cause))),
+      // Failures to start the storage happen before its runtime exists: logged here.
+      Effect.tapErrorTag("StorageError", (error) => error.operation === "startup" ? logStorageFailure(error) : Effect.void),
       Effect.catchAll((error) => Effect.succeed(answerError(error))),
       Effect.catchAllDefect((defect) =>
         Effect.logError("identity-kit: unexpected defect", Cause.die(defect)).pipe(
@@ -169,4 +181,4 @@ export const makeHttpApp = <R = never>(
  * `HttpServer.serve(httpApp({ basePath: "/api" }))` with `layerMemory` and `Authorization.layer` provided.
  */
 export const httpApp = (options?: HttpOptions) =>
-  makeHttpApp(resolveHttpOptions(options), Effect.context<Authorization | IdentityStore>())
+  makeHttpApp(resolveHttpOptions(options), Effect.runtime<Authorization | IdentityStore>())
