@@ -26,7 +26,6 @@ import {
   errorResponse,
   fetchCanCarry,
   type KitOrOptions,
-  requestUrl,
   resolveKit,
   responseHeaders,
   toWebRequest
@@ -80,6 +79,12 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
 
   // Every body as raw bytes, whatever its Content-Type: the API answers a wrong Content-Type or bad
   // JSON with its own 400s (spec V2–V4). Only inside this plugin's scope.
+  // Fastify routed it: the kit sees its own route (below the prefix), with the query kept.
+  const kitUrl = (rawUrl: string | undefined): URL => {
+    const query = rawUrl?.indexOf("?") ?? -1
+    return new URL(route + (query === -1 || rawUrl === undefined ? "" : rawUrl.slice(query)), "http://localhost")
+  }
+
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: limit }, (_request, body, done) => {
     done(null, body)
@@ -91,6 +96,14 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
   // 401 or 429, say — goes back to the host's error handler unchanged.
   fastify.setErrorHandler(async (error: unknown, request, reply) => {
     const { code, statusCode, message } = errorOf(error)
+    // The client went away in the middle of its body: nobody to answer, nothing for the host to log.
+    if (request.raw.destroyed || reply.raw.destroyed) return reply.hijack()
+    // A Content-Type Fastify cannot even parse: the API answers it, in the order of spec §2
+    // (a missing Authorization first, then the content type), as on every other host.
+    if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      const webRequest = toWebRequest(request.raw, { url: kitUrl(request.raw.url), maxBodyBytes: limit, body: new Uint8Array(0) })
+      return await sendResponse(reply, await kit.fetch(webRequest, { remoteAddress: request.raw.socket.remoteAddress }))
+    }
     if (code === undefined || !code.startsWith("FST_ERR_CTP_")) throw error
     const apiError = code === "FST_ERR_CTP_BODY_TOO_LARGE"
       ? new PayloadTooLarge({ limit })
@@ -106,10 +119,7 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
 
   fastify.all(route, { bodyLimit: limit }, async (request, reply) => {
     const signal = abortSignalOf(reply.raw)
-    const rawUrl = request.raw.url ?? ""
-    const query = rawUrl.indexOf("?")
-    // Fastify routed it: the kit sees its own route (below the prefix), with the query kept.
-    const url = requestUrl(request.raw, route + (query === -1 ? "" : rawUrl.slice(query)))
+    const url = kitUrl(request.raw.url)
     // A method fetch cannot carry (TRACE): 405, as for any other method but POST.
     if (!fetchCanCarry(request.method)) {
       return await sendResponse(reply, errorResponse(kit, new MethodNotAllowed({ method: request.method })))

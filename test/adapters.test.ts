@@ -716,6 +716,29 @@ describe("paths as sent, shared kits, host errors", () => {
     expect(released()).toBe(true)
   })
 
+  it("Fastify: a Content-Type it cannot parse still gets the spec's V1/V2 answers in order", async () => {
+    type Inject = (options: {
+      readonly method: "POST"
+      readonly url: string
+      readonly payload: string
+      readonly headers: Record<string, string>
+    }) => Promise<{ readonly statusCode: number; readonly json: () => { readonly error: { readonly detail: string } } }>
+    const check = async (inject: Inject) => {
+      const noAuth = await inject({ method: "POST", url: ROUTE, payload: "{}", headers: { "content-type": "text" } })
+      expect([noAuth.statusCode, noAuth.json().error.detail]).toEqual([400, "Authorization header for 'bearer' scheme"])
+      const withAuth = await inject({ method: "POST", url: ROUTE, payload: "{}", headers: { "content-type": "text", authorization: "Bearer x" } })
+      expect([withAuth.statusCode, withAuth.json().error.detail]).toEqual([400, "POST operation request content type 'text' does not exist"])
+    }
+    const app5 = fastify5()
+    await app5.register(fastifyKit, { storage: layerMemory })
+    await check((options) => app5.inject(options))
+    await app5.close()
+    const app4 = fastify4()
+    await app4.register(fastifyKitV4, { storage: layerMemory })
+    await check((options) => app4.inject(options))
+    await app4.close()
+  })
+
   it("Fastify: errors of the host's own hooks reach the host's error handler unchanged", async () => {
     const rateLimited = async () => {
       throw Object.assign(new Error("Rate limit exceeded"), { statusCode: 429 })
