@@ -45,7 +45,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
     return byExternal
   }
 
-  // Guards against bugs in this file turning into half-applied writes: any throw becomes a
+  // Guards against bugs in this file turning into half-applied writes: every throw becomes a
   // StorageError, and writes below only mutate after everything that can throw has run.
   const attempt = <A>(operation: string, run: () => A) =>
     Effect.try({ try: run, catch: (cause) => new StorageError({ operation, cause }) })
