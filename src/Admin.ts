@@ -59,6 +59,23 @@ export const issueRootKey = Effect.fn("Admin.issueRootKey")(function*(input: Iss
   return { rootKey: yield* store.putRootKey(rootKey), key }
 })
 
+/**
+ * Changes a root key: `enabled`, `permissions`, `expiresAt` (`null`: never). Answers the key, or
+ * `null` when there is none with this id. With `rootKeyCache` on, a kit sees the change once the
+ * key's cache entry expires.
+ */
+export const updateRootKey = (
+  keyId: string,
+  patch: { readonly enabled?: boolean; readonly permissions?: ReadonlyArray<string>; readonly expiresAt?: number | null }
+) => Effect.flatMap(IdentityStore, (store) => store.updateRootKey(keyId, patch))
+
+/** Revokes (soft-deletes) a root key: it is then answered as unknown (401). `false` when there was none. */
+export const revokeRootKey = (keyId: string) =>
+  Effect.flatMap(IdentityStore, (store) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.updateRootKey(keyId, { deletedAt: now }))).pipe(
+      Effect.map((key) => key !== null)
+    )
+
 /** What `createIdentity` takes; `autoApply` defaults to false. */
 export interface CreateIdentity {
   readonly workspaceId: string

@@ -42,6 +42,8 @@ export interface IdentityKit {
   readonly admin: {
     readonly createWorkspace: (...args: Parameters<typeof Admin.createWorkspace>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.createWorkspace>>>
     readonly issueRootKey: (...args: Parameters<typeof Admin.issueRootKey>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.issueRootKey>>>
+    readonly updateRootKey: (...args: Parameters<typeof Admin.updateRootKey>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.updateRootKey>>>
+    readonly revokeRootKey: (...args: Parameters<typeof Admin.revokeRootKey>) => Promise<boolean>
     readonly createIdentity: (...args: Parameters<typeof Admin.createIdentity>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.createIdentity>>>
     readonly getIdentity: (...args: Parameters<typeof Admin.getIdentity>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.getIdentity>>>
     readonly deleteIdentity: (...args: Parameters<typeof Admin.deleteIdentity>) => Promise<boolean>
@@ -117,6 +119,8 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     admin: {
       createWorkspace: (...args) => run(Admin.createWorkspace(...args)),
       issueRootKey: (...args) => run(Admin.issueRootKey(...args)),
+      updateRootKey: (...args) => run(Admin.updateRootKey(...args)),
+      revokeRootKey: (...args) => run(Admin.revokeRootKey(...args)),
       createIdentity: (...args) => run(Admin.createIdentity(...args)),
       getIdentity: (...args) => run(Admin.getIdentity(...args)),
       deleteIdentity: (...args) => run(Admin.deleteIdentity(...args)),

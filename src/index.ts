@@ -12,7 +12,7 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions, IdentityKitServic
 export * as Admin from "./Admin.js"
 export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"
-export type { IdentityStoreService, NewIdentity } from "./services/IdentityStore.js"
+export type { IdentityStoreService, NewIdentity, RootKeyPatch } from "./services/IdentityStore.js"
 export { layerMemory, makeMemory } from "./storage/memory.js"
 export {
   Authorization,

@@ -227,6 +227,19 @@ describe("H1 – root key", () => {
       expectError(yield* call(s, ok, { authorization: "Bearer unkey_deleted" }), 401, "unkey/authentication/key_not_found")
     }))
 
+  it.effect("admin: a key disabled later gets 403, a revoked key 401, re-enabled works again", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => seed())
+      assert.strictEqual((yield* call(s, ok)).status, 200)
+      yield* Effect.promise(() => s.kit.admin.updateRootKey(s.keyId, { enabled: false }))
+      expectError(yield* call(s, ok), 403, "unkey/authorization/key_disabled")
+      yield* Effect.promise(() => s.kit.admin.updateRootKey(s.keyId, { enabled: true }))
+      assert.strictEqual((yield* call(s, ok)).status, 200)
+      assert.isTrue(yield* Effect.promise(() => s.kit.admin.revokeRootKey(s.keyId)))
+      expectError(yield* call(s, ok), 401, "unkey/authentication/key_not_found")
+      assert.isFalse(yield* Effect.promise(() => s.kit.admin.revokeRootKey("key_missing")))
+    }))
+
   it.effect("A6–A9: disabled key, expired key, disabled and missing workspace", () =>
     Effect.gen(function*() {
       const s = yield* Effect.promise(() => seed())

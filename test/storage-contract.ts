@@ -129,6 +129,31 @@ export const storageContract = <R, E>(
         assert.strictEqual(duplicate._tag, "StorageError")
       }))
 
+    it.effect("updateRootKey changes only what the patch names, in one step; unknown id is null", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const key = {
+          id: newId("key"),
+          workspaceId,
+          hash: `hash-${newId("key")}`,
+          name: "patched",
+          permissions: ["identity.*.update_identity"],
+          enabled: true,
+          expiresAt: null,
+          deletedAt: null,
+          createdAt: T0
+        }
+        yield* store.putRootKey(key)
+        const disabled = yield* store.updateRootKey(key.id, { enabled: false })
+        assert.deepStrictEqual(disabled, { ...key, enabled: false })
+        const changed = yield* store.updateRootKey(key.id, { permissions: ["a", "b"], expiresAt: T0 + 60_000 })
+        assert.deepStrictEqual(changed, { ...key, enabled: false, permissions: ["a", "b"], expiresAt: T0 + 60_000 })
+        const revoked = yield* store.updateRootKey(key.id, { enabled: true, expiresAt: null, deletedAt: T0 + 1 })
+        assert.deepStrictEqual(revoked, { ...key, permissions: ["a", "b"], deletedAt: T0 + 1 })
+        assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.key, revoked)
+        assert.isNull(yield* store.updateRootKey(newId("key"), { enabled: false }))
+      }))
+
     it.effect("createIdentity answers what getIdentity finds, by id and by externalId", () =>
       Effect.gen(function*() {
         const { store, workspaceId } = yield* workspace

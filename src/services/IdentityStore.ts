@@ -25,6 +25,16 @@ export interface NewIdentity {
   readonly ratelimits?: ReadonlyArray<RatelimitInput> | undefined
 }
 
+/** What `updateRootKey` may change; a field left out keeps its value. */
+export interface RootKeyPatch {
+  readonly enabled?: boolean | undefined
+  readonly permissions?: ReadonlyArray<string> | undefined
+  /** Epoch ms, or `null` for "never expires". */
+  readonly expiresAt?: number | null | undefined
+  /** Epoch ms of the deletion (a deleted key is answered as unknown), or `null` to restore it. */
+  readonly deletedAt?: number | null | undefined
+}
+
 /** What a storage layer implements. Every method is atomic; failures are `StorageError`s. */
 export interface IdentityStoreService {
   /** The root key with this hash (deleted ones included: the caller decides), with its workspace. */
@@ -41,6 +51,8 @@ export interface IdentityStoreService {
   readonly putWorkspace: (workspace: Workspace) => Effect.Effect<Workspace, StorageError>
   /** Inserts a root key (already hashed). Fails on a duplicate hash or id. */
   readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, StorageError>
+  /** Changes a root key's state in one step; `null` when there is no key with this id. */
+  readonly updateRootKey: (id: string, patch: RootKeyPatch) => Effect.Effect<RootKey | null, StorageError>
   /** Creates an identity with its ratelimits. Fails if a live identity has this externalId. */
   readonly createIdentity: (
     identity: NewIdentity & { readonly now: number }

@@ -88,6 +88,23 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
         return key
       }),
 
+    updateRootKey: (id, patch) =>
+      attempt("updateRootKey", () => {
+        for (const key of keysByHash.values()) {
+          if (key.id !== id) continue
+          const next: RootKey = {
+            ...key,
+            enabled: patch.enabled ?? key.enabled,
+            permissions: patch.permissions ?? key.permissions,
+            expiresAt: patch.expiresAt === undefined ? key.expiresAt : patch.expiresAt,
+            deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt
+          }
+          keysByHash.set(key.hash, next)
+          return next
+        }
+        return null
+      }),
+
     createIdentity: (input) =>
       attempt("createIdentity", () => {
         for (const stored of identities.values()) {

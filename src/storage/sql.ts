@@ -31,7 +31,7 @@ import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonObject } from "../domain/Json.js"
 import type { AuditLogEntry, Identity, IdentityUpdate, Ratelimit, RootKey, RootKeyLookup, Workspace } from "../domain/Model.js"
-import { IdentityStore, type IdentityStoreService, type NewIdentity } from "../services/IdentityStore.js"
+import { IdentityStore, type IdentityStoreService, type NewIdentity, type RootKeyPatch } from "../services/IdentityStore.js"
 import { LIVE_EXTERNAL_ID_INDEX } from "./migrations.js"
 
 export { layerMigrations, migrate } from "./migrations.js"
@@ -122,6 +122,18 @@ const MetaJson = Schema.parseJson(JsonObjectFromSelf)
 // so the final order is set here.
 const byName = (a: Ratelimit, b: Ratelimit) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 
+const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({
+  id: row.id,
+  workspaceId: row.workspace_id,
+  hash: row.hash,
+  name: row.name,
+  permissions: row.permissions,
+  enabled: row.enabled,
+  expiresAt: row.expires_at,
+  deletedAt: row.deleted_at,
+  createdAt: row.created_at
+})
+
 // Row arrays as constants, built once (see `rows`).
 const IdentityRows = Schema.Array(IdentityRow)
 const RootKeyRows = Schema.Array(RootKeyRow)
@@ -204,23 +216,32 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
           WHERE k.hash = ${hash}`
     )
     if (row === undefined) return null
-    const key: RootKey = {
-      id: row.id,
-      workspaceId: row.workspace_id,
-      hash: row.hash,
-      name: row.name,
-      permissions: row.permissions,
-      enabled: row.enabled,
-      expiresAt: row.expires_at,
-      deletedAt: row.deleted_at,
-      createdAt: row.created_at
-    }
+    const key = toRootKey(row)
     const workspace: Workspace | null =
       row.workspace_name === null || row.workspace_enabled === null || row.workspace_created_at === null
         ? null
         : { id: row.workspace_id, name: row.workspace_name, enabled: row.workspace_enabled, createdAt: row.workspace_created_at }
     const lookup: RootKeyLookup = { key, workspace }
     return lookup
+  })
+
+  // One statement: each field is replaced only when the patch has it.
+  const updateRootKey = Effect.fn("IdentityStore.updateRootKey")(function*(id: string, patch: RootKeyPatch) {
+    const [row] = yield* rows(
+      "updateRootKey",
+      RootKeyRows,
+      sql`UPDATE identity_kit_root_keys SET
+            enabled = CASE WHEN ${patch.enabled !== undefined}::boolean THEN ${patch.enabled ?? false}::boolean ELSE enabled END,
+            permissions = CASE WHEN ${patch.permissions !== undefined}::boolean
+              THEN ${JSON.stringify(patch.permissions ?? [])}::text::json ELSE permissions END,
+            expires_at = CASE WHEN ${patch.expiresAt !== undefined}::boolean THEN ${patch.expiresAt ?? null}::bigint ELSE expires_at END,
+            deleted_at = CASE WHEN ${patch.deletedAt !== undefined}::boolean THEN ${patch.deletedAt ?? null}::bigint ELSE deleted_at END
+          WHERE id = ${id}
+          RETURNING id, workspace_id, hash, name, permissions::text AS permissions, enabled, expires_at, deleted_at,
+                    created_at, NULL::text AS workspace_name, NULL::boolean AS workspace_enabled,
+                    NULL::bigint AS workspace_created_at`
+    )
+    return row === undefined ? null : toRootKey(row)
   })
 
   const updateIdentity = Effect.fn("IdentityStore.updateIdentity")(function*(update: IdentityUpdate) {
@@ -394,6 +415,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     updateIdentity,
     putWorkspace,
     putRootKey,
+    updateRootKey,
     createIdentity,
     getIdentity,
     deleteIdentity,
