@@ -34,15 +34,16 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
     ratelimits: [...(ratelimits.get(stored.id) ?? [])].sort(byName)
   })
 
+  // Live identities by (workspace, externalId): one live identity per pair, as the SQL index.
+  const liveByExternal = new Map<string, string>()
+  const externalKey = (workspaceId: string, externalId: string) => `${workspaceId}\u0000${externalId}`
+
   // Spec §1: an id match wins over an externalId match.
   const find = (workspaceId: string, identity: string): StoredIdentity | undefined => {
-    let byExternal: StoredIdentity | undefined
-    for (const stored of identities.values()) {
-      if (stored.workspaceId !== workspaceId || stored.deleted) continue
-      if (stored.id === identity) return stored
-      if (stored.externalId === identity) byExternal ??= stored
-    }
-    return byExternal
+    const byId = identities.get(identity)
+    if (byId !== undefined && byId.workspaceId === workspaceId && !byId.deleted) return byId
+    const id = liveByExternal.get(externalKey(workspaceId, identity))
+    return id === undefined ? undefined : identities.get(id)
   }
 
   // Guards against bugs in this file turning into half-applied writes: every throw becomes a
@@ -107,11 +108,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
 
     createIdentity: (input) =>
       attempt("createIdentity", () => {
-        for (const stored of identities.values()) {
-          if (stored.workspaceId === input.workspaceId && !stored.deleted && stored.externalId === input.externalId) {
-            return null
-          }
-        }
+        if (liveByExternal.has(externalKey(input.workspaceId, input.externalId))) return null
         const stored: StoredIdentity = {
           id: newId("id", input.now),
           workspaceId: input.workspaceId,
@@ -123,6 +120,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
           updatedAt: null
         }
         identities.set(stored.id, stored)
+        liveByExternal.set(externalKey(stored.workspaceId, stored.externalId), stored.id)
         ratelimits.set(
           stored.id,
           (input.ratelimits ?? []).map((rl) => ({
@@ -152,6 +150,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
         const stored = find(workspaceId, identity)
         if (stored === undefined) return false
         identities.set(stored.id, { ...stored, deleted: true, updatedAt: now })
+        liveByExternal.delete(externalKey(stored.workspaceId, stored.externalId))
         return true
       }),
 
