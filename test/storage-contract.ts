@@ -16,6 +16,7 @@ import {
   makeIdentityKit,
   newId,
   type RatelimitInput,
+  type RootKey,
   ROUTE
 } from "identity-kit"
 
@@ -65,6 +66,20 @@ const seeded = (ratelimits: ReadonlyArray<RatelimitInput> = [rl("alpha"), rl("be
     return { store, workspaceId, identity }
   })
 
+/** A root key record of the workspace with a fresh id and hash (created at T0, live, enabled). */
+const rootKeyIn = (workspaceId: string, fields: Partial<RootKey> = {}): RootKey => ({
+  id: newId("key"),
+  workspaceId,
+  hash: `hash-${newId("key")}`,
+  name: "root key",
+  permissions: ["identity.*.update_identity"],
+  enabled: true,
+  expiresAt: null,
+  deletedAt: null,
+  createdAt: T0,
+  ...fields
+})
+
 interface Patch {
   readonly meta?: string
   readonly ratelimits?: ReadonlyArray<RatelimitInput>
@@ -92,17 +107,11 @@ export const storageContract = <R, E>(
     it.effect("root keys: found by hash with their workspace; unknown hash is null", () =>
       Effect.gen(function*() {
         const { store, workspaceId } = yield* workspace
-        const key = {
-          id: newId("key"),
-          workspaceId,
-          hash: `hash-${newId("key")}`,
+        const key = rootKeyIn(workspaceId, {
           name: "ci key",
           permissions: ["identity.*.update_identity", "api.*.read"],
-          enabled: true,
-          expiresAt: T0 + 5,
-          deletedAt: null,
-          createdAt: T0
-        }
+          expiresAt: T0 + 5
+        })
         assert.deepStrictEqual(yield* store.putRootKey(key), key)
         assert.deepStrictEqual(yield* store.findRootKey(key.hash), {
           key,
@@ -132,17 +141,7 @@ export const storageContract = <R, E>(
     it.effect("updateRootKey changes only what the patch names, in one step; unknown id is null", () =>
       Effect.gen(function*() {
         const { store, workspaceId } = yield* workspace
-        const key = {
-          id: newId("key"),
-          workspaceId,
-          hash: `hash-${newId("key")}`,
-          name: "patched",
-          permissions: ["identity.*.update_identity"],
-          enabled: true,
-          expiresAt: null,
-          deletedAt: null,
-          createdAt: T0
-        }
+        const key = rootKeyIn(workspaceId, { name: "patched" })
         yield* store.putRootKey(key)
         const disabled = yield* store.updateRootKey(key.id, { enabled: false })
         assert.deepStrictEqual(disabled, { ...key, enabled: false })

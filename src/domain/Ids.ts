@@ -3,7 +3,6 @@
  * seconds since 1,700,000,000 (big-endian, so ids sort roughly by creation), the last 8 random.
  */
 import { randomBytes } from "node:crypto"
-import { Schema } from "effect"
 
 const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 const EPOCH_SECONDS = 1_700_000_000
@@ -36,6 +35,3 @@ export const newId = (prefix: IdPrefix, nowMs: number = Date.now()): string => {
   return `${prefix}_${base58(bytes)}`
 }
 
-/** Schema of an id with a given prefix (base58 body). */
-export const IdOf = (prefix: IdPrefix) =>
-  Schema.String.pipe(Schema.pattern(new RegExp(`^${prefix}_[1-9A-HJ-NP-Za-km-z]+$`)))
