@@ -1,22 +1,33 @@
 /**
- * An identity-kit instance: one `ManagedRuntime` built from a storage layer, and the web-standard
- * handler every adapter uses. Build it once, mount it in one or several servers, dispose it when
- * the host closes.
+ * An identity-kit instance: one `ManagedRuntime` built from a storage layer, the request program
+ * for the served routes, and the entry points every adapter uses (`handle` for plain requests,
+ * `fetch` for WHATWG ones). Build it once, mount it in one or several servers, dispose it when the
+ * host closes.
  */
-import { HttpApp } from "@effect/platform"
-import { Context, Effect, Layer, ManagedRuntime, Runtime } from "effect"
+import { Effect, Exit, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
 import * as Admin from "./Admin.js"
-import { StorageError } from "./Errors.js"
-import { type HttpOptions, isRoute, makeHttpApp, resolveHttpOptions } from "./http/app.js"
+import { type ApiError, StorageError } from "./Errors.js"
+import { newId } from "./domain/Ids.js"
+import type { EndpointServices } from "./http/endpoint.js"
+import { type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
+import {
+  errorResponse,
+  type HttpOptions,
+  makeRequestProgram,
+  type ProvideServices,
+  resolveHttpOptions,
+  type ResolvedHttpOptions
+} from "./http/program.js"
+import { type EndpointName, selectRoutes } from "./http/routes.js"
 import * as Authorization from "./services/Authorization.js"
 import type { IdentityStore } from "./services/IdentityStore.js"
-import { ClientAddress } from "./services/RequestContext.js"
-import * as RequestValidator from "./services/RequestValidator.js"
 
 /** What every adapter takes: a storage layer, the HTTP options and the authorization options. */
 export interface IdentityKitOptions<E = never> extends HttpOptions, Authorization.AuthorizationOptions {
   /** Where data lives: `layerMemory`, `layerSql` with a `SqlClient`, `layerPglite(...)`, … */
   readonly storage: Layer.Layer<IdentityStore, E>
+  /** The endpoints this kit serves, by operation name. Default: all of them. */
+  readonly endpoints?: ReadonlyArray<EndpointName> | undefined
 }
 
 /** Connection facts a Node adapter knows and a `Request` does not carry. */
@@ -30,12 +41,21 @@ export type IdentityKitServices = IdentityStore | Authorization.Authorization
 
 /** A running identity-kit. */
 export interface IdentityKit {
-  /** Answers one request: the route, else 404/405 JSON. Never rejects. */
+  /** Answers one WHATWG request: a route, else 404/405 JSON. Never rejects. */
   readonly fetch: (request: Request, connection?: ConnectionInfo) => Promise<Response>
-  /** Whether a pathname (below the adapter's mount point) is this package's route. */
-  readonly handles: (pathname: string) => boolean
+  /**
+   * Answers one plain request (the Node adapters' path): calls `respond` exactly once, unless the
+   * returned function is called first (a client abort), which interrupts the request. Never throws.
+   */
+  readonly handle: (request: PlainRequest, respond: (response: PlainResponse) => void) => () => void
+  /** Whether a path (below the adapter's mount point, as sent, no query) is one of the served routes. */
+  readonly handles: (path: string) => boolean
+  /** The served routes' paths, base path included, e.g. `/api/v2/identities.updateIdentity`. */
+  readonly routes: ReadonlyArray<string>
+  /** An error answered as the program answers it, for errors an adapter meets first (a framework's body errors). */
+  readonly answerError: (error: ApiError, headers: PlainRequest["headers"]) => PlainResponse
   /** The options in force (defaults filled in). */
-  readonly options: ReturnType<typeof resolveHttpOptions>
+  readonly options: ResolvedHttpOptions
   /** Runs an Effect with the kit's services, e.g. `kit.run(Admin.createWorkspace())`. */
   readonly run: <A, E>(effect: Effect.Effect<A, E, IdentityKitServices>) => Promise<A>
   /** Promise versions of the admin operations, on this kit's storage. */
@@ -53,6 +73,30 @@ export interface IdentityKit {
   readonly dispose: () => Promise<void>
 }
 
+const EMPTY = new Uint8Array(0)
+
+/** A WHATWG `Request` as a plain request. */
+const fromWebRequest = (request: Request, connection: ConnectionInfo | undefined): PlainRequest => {
+  const headers: Record<string, string> = {}
+  request.headers.forEach((value, name) => {
+    headers[name] = value
+  })
+  return {
+    method: request.method,
+    path: new URL(request.url).pathname,
+    headers,
+    body: request.method === "GET" || request.method === "HEAD" ? EMPTY : streamBody(request.body),
+    remoteAddress: connection?.remoteAddress
+  }
+}
+
+// What `fetch` resolves with when its request was aborted: nobody reads it (499: client closed request).
+const aborted = () => new Response(null, { status: 499 })
+
+// The default runtime with Effect's tracer off: no spans unless the host gave a tracer.
+const untracedRuntime = Runtime.setFiberRef(Runtime.defaultRuntime, FiberRef.currentTracerEnabled, false)
+const defaultTracer = Runtime.runSync(Runtime.defaultRuntime)(Effect.tracer)
+
 /**
  * Builds an identity-kit from a storage layer.
  *
@@ -64,7 +108,16 @@ export interface IdentityKit {
  * ```
  */
 export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit => {
+  const storage: unknown = typeof options === "object" && options !== null ? options.storage : undefined
+  if (!Layer.isLayer(storage)) {
+    throw new TypeError("identity-kit: `storage` must be a Layer, e.g. layerMemory, layerPglite(...) or layerPostgres(...)")
+  }
   const resolved = resolveHttpOptions(options)
+  const routes = selectRoutes(options.endpoints)
+  const program = makeRequestProgram(resolved, routes)
+  const paths = routes.map((route) => resolved.basePath + route.path)
+  const served: ReadonlySet<string> = new Set(paths)
+
   const services = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(
     Layer.provideMerge(options.storage)
   )
@@ -86,35 +139,62 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     return building
   }
 
-  // Routing, the size limit and validation need no storage: they run on the default runtime, and
-  // the storage-backed services join only when a request gets past validation (spec §2).
-  let built: Runtime.Runtime<IdentityKitServices> | undefined
-  const storageServices = Effect.suspend(() =>
-    built !== undefined && !disposed
-      ? Effect.succeed(built)
-      : Effect.tryPromise({
-        try: getRuntime,
-        catch: (cause) => new StorageError({ operation: "startup", cause })
-      }).pipe(Effect.tap((rt) => {
-        // A dispose() that raced this build must not leave a runtime behind for later requests.
-        if (!disposed) built = rt
-      }))
-  )
-  const app = makeHttpApp(resolved, storageServices).pipe(
-    Effect.provideService(RequestValidator.RequestValidator, RequestValidator.validator)
-  )
-  const handle = HttpApp.toWebHandlerRuntime(Runtime.defaultRuntime)(app)
+  // Requests run on the built runtime (its context and FiberRefs: a logger or tracer the host put in
+  // the storage layer applies to them), with the tracer off unless the host installed one.
+  let runBuilt: ReturnType<typeof Runtime.runCallback<EndpointServices>> | undefined
+  const adopt = (rt: Runtime.Runtime<IdentityKitServices>) => {
+    if (disposed || runBuilt !== undefined) return
+    const traced = Runtime.runSync(rt)(Effect.tracer) !== defaultTracer
+    runBuilt = Runtime.runCallback(traced ? rt : Runtime.setFiberRef(rt, FiberRef.currentTracerEnabled, false))
+  }
+  const inContext: ProvideServices<EndpointServices> = (effect) => effect
+  // Before the runtime is built: routing and validation run at once, the services are built when
+  // a request first needs them; a failure to build is that request's 500.
+  const building$: ProvideServices<never> = (effect) =>
+    Effect.tryPromise({
+      try: getRuntime,
+      catch: (cause) => new StorageError({ operation: "startup", cause })
+    }).pipe(Effect.flatMap((rt) => {
+      adopt(rt)
+      return Effect.provide(effect, rt)
+    }))
+  const runUnbuilt = Runtime.runCallback(untracedRuntime)
+
+  const handle: IdentityKit["handle"] = (request, respond) => {
+    const onExit = (exit: Exit.Exit<PlainResponse>) => {
+      if (Exit.isSuccess(exit)) respond(exit.value)
+    }
+    const run = disposed ? undefined : runBuilt
+    return run !== undefined
+      ? run(program(request, inContext), { onExit })
+      : runUnbuilt(program(request, building$), { onExit })
+  }
+
+  const fetch: IdentityKit["fetch"] = (request, connection) =>
+    new Promise<Response>((resolve) => {
+      const signal = request.signal
+      if (signal.aborted) return resolve(aborted())
+      const onAbort = () => {
+        cancel()
+        resolve(aborted())
+      }
+      const cancel = handle(fromWebRequest(request, connection), (response) => {
+        signal.removeEventListener("abort", onAbort)
+        resolve(new Response(response.body, { status: response.status, headers: response.headers }))
+      })
+      signal.addEventListener("abort", onAbort, { once: true })
+    })
 
   const run = <A, E2>(effect: Effect.Effect<A, E2, IdentityKitServices>): Promise<A> =>
     getRuntime().then((rt) => Runtime.runPromise(rt, effect))
 
   return {
     options: resolved,
-    handles: (pathname) => isRoute(pathname, resolved.basePath),
-    fetch: (request, connection) => {
-      const address = connection?.remoteAddress
-      return handle(request, address === undefined ? undefined : Context.make(ClientAddress, address))
-    },
+    routes: paths,
+    handles: (path) => served.has(path),
+    handle,
+    fetch,
+    answerError: (error) => errorResponse(error, newId("req"), resolved),
     run,
     admin: {
       createWorkspace: (...args) => run(Admin.createWorkspace(...args)),
@@ -129,7 +209,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     dispose: async () => {
       if (disposed) return
       disposed = true
-      built = undefined
+      runBuilt = undefined
       await runtime.dispose()
     }
   }

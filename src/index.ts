@@ -1,5 +1,5 @@
 /**
- * identity-kit: Unkey's `POST /v2/identities.updateIdentity` served from your own Node.js server.
+ * identity-kit: Unkey's identities API served from your own Node.js server.
  *
  * @example
  * ```ts
@@ -27,8 +27,14 @@ export type { RawRequest, RequestValidatorService, ValidatedRequest } from "./se
 export { ClientAddress, RequestContext } from "./services/RequestContext.js"
 export type { RequestContextService } from "./services/RequestContext.js"
 export { updateIdentity } from "./handler/updateIdentity.js"
-export { httpApp, makeHttpApp, ROUTE } from "./http/app.js"
+export { httpApp, ROUTE } from "./http/app.js"
 export type { HttpOptions } from "./http/app.js"
+export { makeRequestProgram } from "./http/program.js"
+export type { ProvideServices, RequestProgram, ResolvedHttpOptions } from "./http/program.js"
+export type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "./http/plain.js"
+export { endpointNames } from "./http/routes.js"
+export type { EndpointName } from "./http/routes.js"
+export type { HandlerRequest, Route, SuccessBody } from "./http/endpoint.js"
 export * from "./domain/Model.js"
 export type { JsonObject, JsonValue } from "./domain/Json.js"
 export { newId } from "./domain/Ids.js"

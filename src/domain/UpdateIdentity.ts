@@ -4,100 +4,10 @@
  * same as Unkey's own validator.
  */
 import { Schema } from "effect"
-import { isJsonObject, type JsonObject } from "./Json.js"
+import { JsonString, Meta, RatelimitsRequest, storableText, want } from "./Common.js"
+import type { JsonObject } from "./Json.js"
 
-/** Limits of spec §1. */
-export const limits = {
-  maxRatelimits: 50,
-  maxMetaKeys: 100,
-  maxMetaBytes: 1_048_576,
-  /** Decision: meta nesting is bounded so serialising it can never exhaust the stack. */
-  maxMetaDepth: 100,
-  minNameLength: 3,
-  maxNameLength: 128,
-  minDuration: 1000
-} as const
-
-/** The JSON type of a value, for messages: `null`, `array`, `object`, `string`, `number`, `boolean`. */
-export const jsonTypeOf = (value: unknown): string =>
-  value === null ? "null" : Array.isArray(value) ? "array" : typeof value === "number" && Number.isInteger(value) ? "integer" : typeof value
-
-const want = (type: string) => (issue: { readonly actual: unknown }) => `got ${jsonTypeOf(issue.actual)}, want ${type}`
-
-const JsonString = Schema.String.annotations({ message: want("string") })
-const JsonBoolean = Schema.Boolean.annotations({ message: want("boolean") })
-const JsonNumber = Schema.Number.annotations({ message: want("integer") })
-
-// PostgreSQL text cannot hold U+0000 or unpaired UTF-16 surrogates; such an identity or name can
-// never exist, so it is a client error (400), not a storage failure (500).
-const LONE_SURROGATE = /\p{Surrogate}/u
-const storableText = (s: string) =>
-  s.includes("\u0000") ? "must not contain the NUL character (\\u0000)"
-  : LONE_SURROGATE.test(s) ? "must be valid Unicode (no unpaired surrogate)"
-  : true
-
-const SafeInteger = (minimum: number) =>
-  JsonNumber.pipe(
-    Schema.filter((n) => Number.isInteger(n) || `got number, want integer`),
-    Schema.filter((n) => n >= minimum || `minimum: got ${n}, want ${minimum}`),
-    Schema.filter((n) => Number.isSafeInteger(n) || `maximum: got ${n}, want ${Number.MAX_SAFE_INTEGER}`)
-  )
-
-const codePoints = (s: string) => {
-  let n = 0
-  for (const _ of s) n++
-  return n
-}
-
-/** Depth of nested objects/arrays, computed without recursion. */
-const depthOf = (root: unknown): number => {
-  let max = 0
-  const stack: Array<[unknown, number]> = [[root, 1]]
-  while (stack.length > 0) {
-    const [value, depth] = stack.pop()!
-    if (typeof value !== "object" || value === null) continue
-    if (depth > max) max = depth
-    for (const child of Object.values(value)) stack.push([child, depth + 1])
-  }
-  return max
-}
-
-/**
- * `meta` is validated but never rebuilt: the decoded value is the object `JSON.parse` made, so keys
- * such as `__proto__` stay ordinary own keys and no prototype is ever touched.
- */
-const Meta = Schema.declare(isJsonObject, { message: want("object") }).pipe(
-  Schema.filter((value) => {
-    const count = Object.keys(value).length
-    return count <= limits.maxMetaKeys || `maxProperties: got ${count}, want at most ${limits.maxMetaKeys}`
-  }),
-  Schema.filter((value) => {
-    const depth = depthOf(value)
-    return depth <= limits.maxMetaDepth || `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
-  })
-).annotations({ identifier: "Meta" })
-
-/** One ratelimit of the request; unknown keys inside an item are ignored (spec §1). */
-export const RatelimitRequest = Schema.Struct({
-  name: JsonString.pipe(
-    Schema.filter((s) => {
-      const n = codePoints(s)
-      return n >= limits.minNameLength || `minLength: got ${n}, want ${limits.minNameLength}`
-    }),
-    Schema.filter((s) => {
-      const n = codePoints(s)
-      return n <= limits.maxNameLength || `maxLength: got ${n}, want ${limits.maxNameLength}`
-    }),
-    Schema.filter(storableText)
-  ),
-  limit: SafeInteger(1),
-  duration: SafeInteger(limits.minDuration),
-  // Decision (spec §1): optional; the handler treats a missing value as false.
-  autoApply: Schema.optionalWith(JsonBoolean, { exact: true })
-}).annotations({
-  message: want("object"),
-  parseOptions: { onExcessProperty: "ignore" }
-})
+export { jsonTypeOf, limits, RatelimitRequest } from "./Common.js"
 
 /** The request body (spec §1). No unknown top-level keys. */
 export const UpdateIdentityRequest = Schema.Struct({
@@ -106,18 +16,7 @@ export const UpdateIdentityRequest = Schema.Struct({
     Schema.filter(storableText)
   ),
   meta: Schema.optionalWith(Meta, { exact: true }),
-  // The item count is checked before any item is decoded, so a huge array costs one check, not
-  // one error per item.
-  ratelimits: Schema.optionalWith(
-    Schema.Array(Schema.Unknown).annotations({ message: want("array") }).pipe(
-      Schema.filter((items) =>
-        items.length <= limits.maxRatelimits ||
-        `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`
-      ),
-      Schema.compose(Schema.Array(RatelimitRequest), { strict: false })
-    ),
-    { exact: true }
-  )
+  ratelimits: Schema.optionalWith(RatelimitsRequest, { exact: true })
 }).annotations({
   message: want("object"),
   parseOptions: { onExcessProperty: "error" }

@@ -6,14 +6,16 @@ import { Clock, Effect } from "effect"
 import { InvalidInput } from "../Errors.js"
 import { utf8Length } from "../domain/Json.js"
 import type { Identity, RatelimitInput } from "../domain/Model.js"
-import { limits, type UpdateIdentityResponseData } from "../domain/UpdateIdentity.js"
+import { limits, UpdateIdentityRequest, type UpdateIdentityResponseData } from "../domain/UpdateIdentity.js"
+import { type HandlerRequest, makeEndpoint } from "../http/endpoint.js"
+import { annotate } from "../internal/trace.js"
 import { Authorization, UPDATE_IDENTITY_PERMISSION } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import { RequestContext } from "../services/RequestContext.js"
 import { type RawRequest, RequestValidator, type ValidatedRequest } from "../services/RequestValidator.js"
 
 /** The first name that repeats, in array order (spec §2 H4). */
-const firstDuplicate = (names: ReadonlyArray<string>): string | undefined => {
+export const firstDuplicate = (names: ReadonlyArray<string>): string | undefined => {
   const seen = new Set<string>()
   for (const name of names) {
     if (seen.has(name)) return name
@@ -22,15 +24,36 @@ const firstDuplicate = (names: ReadonlyArray<string>): string | undefined => {
   return undefined
 }
 
+/** H4: the first repeated ratelimit name, in array order, is a 400. */
+export const checkUniqueNames = (ratelimits: ReadonlyArray<RatelimitInput> | undefined): Effect.Effect<void, InvalidInput> => {
+  const duplicate = ratelimits && firstDuplicate(ratelimits.map((rl) => rl.name))
+  return duplicate === undefined ? Effect.void : Effect.fail(
+    new InvalidInput({ detail: `Ratelimit with name '${duplicate}' is already defined in the request`, errors: [] })
+  )
+}
+
+/** H5: meta (as compact JSON) larger than 1 MiB is a 400. */
+export const checkMetaSize = (metaJson: string | undefined): Effect.Effect<void, InvalidInput> => {
+  if (metaJson === undefined) return Effect.void
+  const size = utf8Length(metaJson)
+  return size <= limits.maxMetaBytes ? Effect.void : Effect.fail(
+    new InvalidInput({
+      detail: `Metadata is too large, it must be less than 1MB, got: ${(size / limits.maxMetaBytes).toFixed(2)}`,
+      errors: []
+    })
+  )
+}
+
 /** The success `data`: ratelimits in request order when sent (else by name), left out when empty. */
 export const toResponseData = (
   identity: Identity,
   requestOrder: ReadonlyArray<RatelimitInput> | undefined
 ): UpdateIdentityResponseData => {
-  const byName = new Map(identity.ratelimits.map((rl) => [rl.name, rl]))
-  const ordered = requestOrder === undefined
-    ? identity.ratelimits
-    : requestOrder.flatMap((input) => byName.get(input.name) ?? [])
+  let ordered = identity.ratelimits
+  if (requestOrder !== undefined) {
+    const byName = new Map(identity.ratelimits.map((rl) => [rl.name, rl]))
+    ordered = requestOrder.flatMap((input) => byName.get(input.name) ?? [])
+  }
   const ratelimits = ordered.map((rl) => ({
     id: rl.id,
     name: rl.name,
@@ -47,16 +70,15 @@ export const toResponseData = (
 }
 
 /**
- * Handles a request that passed validation: authorization (H1, H3), duplicate names (H4), meta size
- * (H5), then the write (H6, H7). Answers the success `data` or a typed error.
+ * Handles a valid body: authorization (H1, H3), duplicate names (H4), meta size (H5), then the write
+ * (H6, H7). Answers the success `data` or a typed error.
  */
-export const handleValidated = Effect.fn("updateIdentity")(function*({ authorization: header, body }: ValidatedRequest) {
+export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, request: HandlerRequest) {
   const authorization = yield* Authorization
   const store = yield* IdentityStore
-  const context = yield* RequestContext
 
-  const key = yield* authorization.authorize(header, UPDATE_IDENTITY_PERMISSION)
-  yield* Effect.annotateCurrentSpan({ "workspace.id": key.workspaceId })
+  const key = yield* authorization.authorize(request.authorization, UPDATE_IDENTITY_PERMISSION)
+  yield* annotate({ "workspace.id": key.workspaceId })
 
   const ratelimits = body.ratelimits?.map((rl): RatelimitInput => ({
     name: rl.name,
@@ -64,22 +86,9 @@ export const handleValidated = Effect.fn("updateIdentity")(function*({ authoriza
     duration: rl.duration,
     autoApply: rl.autoApply ?? false
   }))
-  const duplicate = ratelimits && firstDuplicate(ratelimits.map((rl) => rl.name))
-  if (duplicate !== undefined) {
-    return yield* new InvalidInput({
-      detail: `Ratelimit with name '${duplicate}' is already defined in the request`,
-      errors: []
-    })
-  }
-
+  yield* checkUniqueNames(ratelimits)
   const meta = body.meta === undefined ? undefined : JSON.stringify(body.meta)
-  if (meta !== undefined && utf8Length(meta) > limits.maxMetaBytes) {
-    const mib = (utf8Length(meta) / limits.maxMetaBytes).toFixed(2)
-    return yield* new InvalidInput({
-      detail: `Metadata is too large, it must be less than 1MB, got: ${mib}`,
-      errors: []
-    })
-  }
+  yield* checkMetaSize(meta)
 
   const identity = yield* store.updateIdentity({
     workspaceId: key.workspaceId,
@@ -89,13 +98,27 @@ export const handleValidated = Effect.fn("updateIdentity")(function*({ authoriza
     audit: {
       actorId: key.keyId,
       actorName: "root key",
-      remoteIp: context.remoteIp,
-      userAgent: context.userAgent
+      remoteIp: request.remoteIp,
+      userAgent: request.userAgent
     },
     now: yield* Clock.currentTimeMillis
   })
   return toResponseData(identity, ratelimits)
 })
+
+/** `POST /v2/identities.updateIdentity` in the route table. */
+export const endpoint = makeEndpoint({
+  name: "updateIdentity",
+  path: "/v2/identities.updateIdentity",
+  body: UpdateIdentityRequest,
+  unknownKeys: "reject",
+  storageFailure: { detail: "We're unable to update the identity." },
+  handle: (body, request) => Effect.map(handle(body, request), (data) => ({ data }))
+})
+
+/** Handles a request that passed validation, with the request facts from `RequestContext`. */
+export const handleValidated = ({ authorization, body }: ValidatedRequest) =>
+  Effect.flatMap(RequestContext, (context) => handle(body, { ...context, authorization }))
 
 /** Handles one request, from raw headers and body to the success `data` or a typed error (spec §2 order). */
 export const updateIdentity = (raw: RawRequest) =>

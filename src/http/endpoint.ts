@@ -1,0 +1,159 @@
+/**
+ * One endpoint of the API, as the request program sees it: its path, the Schema of its body and the
+ * handler that answers a valid body. The route table (`./routes.ts`) is a list of these; the program
+ * (`./program.ts`) does everything they share (routing, size limit, validation, errors, the envelope).
+ */
+import { Either, type Effect, ParseResult, type Redacted, Schema } from "effect"
+import type { ApiError } from "../Errors.js"
+import { ValidationIssue } from "../Errors.js"
+import { jsonTypeOf } from "../domain/UpdateIdentity.js"
+import type { Authorization } from "../services/Authorization.js"
+import type { IdentityStore } from "../services/IdentityStore.js"
+
+/** The services an endpoint's handler may use. */
+export type EndpointServices = Authorization | IdentityStore
+
+/** What the program hands a handler besides the body: who asks, and for the audit log, from where. */
+export interface HandlerRequest {
+  /** The Authorization header, trimmed; `Redacted` so it never reaches a log. */
+  readonly authorization: Redacted.Redacted<string>
+  readonly requestId: string
+  /** First `X-Forwarded-For` value, else the peer address, else `""`. */
+  readonly remoteIp: string
+  readonly userAgent: string
+}
+
+/** A handler's success, put after `meta` in the 200 body: `{ data }`, `{ data, pagination }` or `{}`. */
+export interface SuccessBody {
+  readonly data?: unknown
+  readonly pagination?: unknown
+}
+
+/** The public face of an endpoint's storage failure (the cause is logged, never answered). */
+export interface StorageFailureInfo {
+  readonly detail: string
+  /** Type path under the error base URL; default `unkey/application/unexpected_error`. */
+  readonly type?: string
+}
+
+/** An endpoint with its body type erased, so endpoints of different bodies share one table. */
+export interface Route {
+  /** The operation name, e.g. `updateIdentity`. */
+  readonly name: string
+  /** The path below the base path, e.g. `/v2/identities.updateIdentity`. */
+  readonly path: string
+  readonly storageFailure: StorageFailureInfo
+  /**
+   * Decodes the parsed JSON body (spec §2 V5). Valid: the handler, ready to run; invalid: every
+   * violation, in the order found.
+   */
+  readonly decode: (
+    json: unknown
+  ) => Either.Either<
+    (request: HandlerRequest) => Effect.Effect<SuccessBody, ApiError, EndpointServices>,
+    ReadonlyArray<ValidationIssue>
+  >
+}
+
+/** `body.ratelimits[2].limit` from a parse path. */
+const location = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>((out, key) => typeof key === "number" ? `${out}[${key}]` : `${out}.${String(key)}`, "body")
+
+const unexpected = (key: string): ValidationIssue =>
+  new ValidationIssue({
+    location: location([key]),
+    message: `additional properties '${key}' not allowed`,
+    fix: `Remove the '${key}' property`
+  })
+
+const toIssue = (issue: ParseResult.ArrayFormatterIssue): ValidationIssue => {
+  const last = issue.path.at(-1)
+  switch (issue._tag) {
+    case "Missing":
+      return new ValidationIssue({
+        location: location(issue.path),
+        message: `missing property '${String(last)}'`,
+        fix: `Add the '${String(last)}' property`
+      })
+    case "Unexpected":
+      return unexpected(String(last))
+    default:
+      return new ValidationIssue({ location: location(issue.path), message: issue.message })
+  }
+}
+
+const isObject = (value: unknown): value is Readonly<Record<string, unknown>> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/** At most this many unknown top-level keys are listed: a million of them must not cost a million errors. */
+const MAX_UNKNOWN_LISTED = 20
+
+/** A body Schema: a Struct (its fields name the known top-level keys), needing no services. */
+export type BodySchema<A, I> = Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }
+
+/** How to build an endpoint. */
+export interface EndpointDefinition<A, I> {
+  readonly name: string
+  readonly path: string
+  readonly body: BodySchema<A, I>
+  /** Whether unknown top-level keys are a 400 (`additionalProperties: false`) or ignored. */
+  readonly unknownKeys: "reject" | "ignore"
+  /** How this endpoint's storage failure (500) reads: its public sentence and, if not the default, its type path. */
+  readonly storageFailure: StorageFailureInfo
+  readonly handle: (body: A, request: HandlerRequest) => Effect.Effect<SuccessBody, ApiError, EndpointServices>
+}
+
+/**
+ * The decoder of a body Schema, compiled once: unknown top-level keys checked first (when `reject`)
+ * and left out of the Schema decode, then every violation of the fields reported.
+ */
+export const makeBodyDecoder = <A, I>(
+  body: BodySchema<A, I>,
+  unknownKeys: "reject" | "ignore"
+): (json: unknown) => Either.Either<A, ReadonlyArray<ValidationIssue>> => {
+  const schema = body.annotations({
+    message: (issue) => `got ${jsonTypeOf(issue.actual)}, want object`,
+    parseOptions: { onExcessProperty: "ignore" }
+  })
+  const decodeBody = Schema.decodeUnknownEither(schema, { errors: "all" })
+  const known: ReadonlySet<string> = new Set(Object.keys(body.fields))
+  const strict = unknownKeys === "reject"
+  return (json) => {
+    const unknown: Array<string> = []
+    let input: unknown = json
+    if (strict && isObject(json)) {
+      for (const key in json) if (Object.hasOwn(json, key) && !known.has(key)) unknown.push(key)
+      if (unknown.length > 0) {
+        // Only the known keys go to the Schema (own properties: `__proto__` is never special).
+        const picked: Record<string, unknown> = {}
+        for (const key of known) if (Object.hasOwn(json, key)) picked[key] = json[key]
+        input = picked
+      }
+    }
+    const decoded = decodeBody(input)
+    if (unknown.length === 0 && Either.isRight(decoded)) return Either.right(decoded.right)
+    const issues = unknown.slice(0, MAX_UNKNOWN_LISTED).map(unexpected)
+    if (unknown.length > MAX_UNKNOWN_LISTED) {
+      issues.push(new ValidationIssue({
+        location: "body",
+        message: `additional properties: ${unknown.length - MAX_UNKNOWN_LISTED} more not listed`,
+        fix: `Send only ${[...known].map((key) => `'${key}'`).join(", ")}`
+      }))
+    }
+    if (Either.isLeft(decoded)) issues.push(...ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map(toIssue))
+    return Either.left(issues)
+  }
+}
+
+/** An endpoint from its definition (its body decoder compiled once, here). */
+export const makeEndpoint = <A, I>(definition: EndpointDefinition<A, I>): Route => {
+  const decodeBody = makeBodyDecoder(definition.body, definition.unknownKeys)
+  const handle = definition.handle
+  return {
+    name: definition.name,
+    path: definition.path,
+    storageFailure: definition.storageFailure,
+    decode: (json) =>
+      Either.map(decodeBody(json), (body) => (request: HandlerRequest) => handle(body, request))
+  }
+}
