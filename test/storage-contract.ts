@@ -575,3 +575,98 @@ export const sqlFailureSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       assert.deepStrictEqual(names(ok), ["alpha", "gamma"])
     })))
 }
+
+// --- SQL hot path ---------------------------------------------------------------------------
+
+/**
+ * Tests for the hot statements of SQL stores (root-key lookup, update), which may run on a
+ * driver-level executor beside the `SqlClient`: rows that do not decode, transactions, and the
+ * write function of the previous version, still installed for a rolling upgrade.
+ */
+export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlClient.SqlClient, true>): void => {
+  it.effect("a row that does not decode is a StorageError, never a defect", () =>
+    Effect.gen(function*() {
+      const store = yield* IdentityStore
+      const sql = yield* SqlClient.SqlClient
+      const { workspaceId } = yield* workspace
+      const tooBig = rootKeyIn(workspaceId)
+      const notAList = rootKeyIn(workspaceId)
+      for (const [key, expiresAt, permissions] of [[tooBig, "1152921504606846976", "[]"], [notAList, null, `{"a":1}`]] as const) {
+        yield* sql`INSERT INTO identity_kit_root_keys (id, workspace_id, hash, name, permissions, enabled, expires_at, created_at)
+                   VALUES (${key.id}, ${workspaceId}, ${key.hash}, 'bad', ${permissions}::text::json, true,
+                           ${expiresAt}::bigint, ${T0}::bigint)`
+        const exit = yield* Effect.exit(store.findRootKey(key.hash))
+        assert.isTrue(exit._tag === "Failure" && exit.cause._tag === "Fail" && exit.cause.error._tag === "StorageError", key.id)
+      }
+    }))
+
+  it.effect("inside a SqlClient transaction the hot statements join it", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha")])
+      const key = rootKeyIn(workspaceId)
+      const failure = yield* Effect.flip(sql.withTransaction(Effect.gen(function*() {
+        // The transaction holds the identity's row lock: a statement on another connection would wait for ever.
+        yield* sql`SELECT id FROM identity_kit_identities WHERE id = ${identity.id} FOR UPDATE`
+        const updated = yield* update(store, workspaceId, "user_1", { meta: `{"in":"tx"}`, ratelimits: [rl("beta")] }, T0 + 1)
+        assert.deepStrictEqual(names(updated), ["beta"])
+        // A key written in the transaction is seen by the lookup in it.
+        yield* store.putRootKey(key)
+        assert.strictEqual((yield* store.findRootKey(key.hash))?.key.id, key.id)
+        return yield* Effect.fail("roll back")
+      })))
+      assert.strictEqual(failure, "roll back")
+      assert.deepStrictEqual(fields(yield* found(store, workspaceId, "user_1")), fields(identity))
+      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      assert.isNull(yield* store.findRootKey(key.hash))
+    }))
+
+  it.effect("the write function of the previous version still works beside the new one", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha")])
+      const rows = yield* sql<{ readonly id: string; readonly meta: string; readonly ratelimits: string }>`
+        SELECT id, meta, ratelimits FROM identity_kit_update_identity(${workspaceId}::text, 'user_1'::text,
+          '{"v":1}'::json, '[{"name":"beta","limit":1,"duration":1000,"autoApply":true}]'::json,
+          'key_old'::text, 'root key'::text, '203.0.113.7'::text, 'old/1.0'::text, ${T0 + 1}::bigint)`
+      assert.strictEqual(rows[0]?.id, identity.id)
+      assert.deepStrictEqual(JSON.parse(rows[0]?.meta ?? "null"), { v: 1 })
+      const read = yield* found(store, workspaceId, "user_1")
+      assert.deepStrictEqual(read.meta, { v: 1 })
+      assert.deepStrictEqual(names(read), ["beta"])
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.map((e) => e.event), ["identity.update", "ratelimit.create", "ratelimit.delete"])
+    }))
+
+  it.effect("the write function makes the ids it is not given, in the same format", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
+      const given = newId("log")
+      // One audit id for five entries, no ratelimit ids: the function makes the rest.
+      const rows = yield* sql<{ readonly ratelimits: string; readonly meta: string | null }>`
+        SELECT ratelimits, meta FROM identity_kit_update_identity_v2(${workspaceId}::text, 'user_1'::text,
+          '{"v":2}'::json, '[{"name":"delta","limit":1,"duration":1000,"autoApply":false},{"name":"alpha","limit":2,"duration":1000,"autoApply":false}]'::json,
+          NULL::text[], ${`{${given}}`}::text::text[],
+          'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
+      assert.isNull(rows[0]?.meta, "meta is not answered when it was given")
+      const answered: ReadonlyArray<{ readonly id: string; readonly name: string }> = JSON.parse(rows[0]?.ratelimits ?? "[]")
+      assert.deepStrictEqual(answered.map((r) => r.name), ["alpha", "delta"])
+      for (const r of answered) assert.match(r.id, ID("rl"))
+      const log = yield* store.listAuditLog(workspaceId)
+      // identity.update, create delta, update alpha, delete beta, delete gamma.
+      assert.deepStrictEqual(log.map((e) => e.event), [
+        "identity.update",
+        "ratelimit.create",
+        "ratelimit.update",
+        "ratelimit.delete",
+        "ratelimit.delete"
+      ])
+      assert.strictEqual(log[0]?.id, given)
+      for (const e of log) assert.match(e.id, ID("log"))
+      assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
+      assert.deepStrictEqual(answered, (yield* found(store, workspaceId, "user_1")).ratelimits.map(
+        ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
+      ))
+    }))
+}

@@ -1,13 +1,13 @@
 /**
- * The storage contract, the SQL failure tests and the PGlite client's transactions, on one
- * in-memory PGlite.
+ * The storage contract, the SQL failure and hot-path tests and the PGlite client's transactions,
+ * on one in-memory PGlite (the hot statements on its `StatementExecutor`).
  */
 import { SqlClient } from "@effect/sql"
 import { assert } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { layerPgliteClient } from "identity-kit/pglite"
 import { layerMigrations, layerSql } from "identity-kit/sql"
-import { sqlFailureSuite, storageContract } from "./storage-contract.js"
+import { sqlFailureSuite, sqlHotPathSuite, storageContract } from "./storage-contract.js"
 
 // One PGlite for the whole file (it takes seconds to boot); the SqlClient is exposed for the
 // failure tests, which install a trigger, and for the transaction tests.
@@ -15,6 +15,7 @@ const pglite = layerSql.pipe(Layer.provide(layerMigrations), Layer.provideMerge(
 
 storageContract("pglite", pglite, (it) => {
   sqlFailureSuite(it)
+  sqlHotPathSuite(it)
 
   it.effect("a statement from another fiber never lands inside a transaction", () =>
     Effect.gen(function*() {

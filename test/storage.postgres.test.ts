@@ -1,17 +1,20 @@
 /**
  * The storage contract and the SQL failure tests on a real PostgreSQL (when `DATABASE_URL` is set),
- * each run in a schema of its own, dropped afterwards; and what an unreachable database does to the
- * HTTP answer (always).
+ * each run in a schema of its own, dropped afterwards: on `layerPostgresClient` (the hot statements
+ * prepared on its own pool) and on a host's own `PgClient` (the hot statements through the
+ * `SqlClient`); and what an unreachable database does to the HTTP answer (always).
  */
 import { randomBytes } from "node:crypto"
 import { createServer, type Server, type Socket, connect } from "node:net"
 import { SqlClient } from "@effect/sql"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
 import { makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
-import { sqlFailureSuite, storageContract } from "./storage-contract.js"
+import { migrations } from "../src/storage/migrations.js"
+import { sqlFailureSuite, sqlHotPathSuite, storageContract } from "./storage-contract.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
 
@@ -43,14 +46,32 @@ describe.runIf(DATABASE_URL)("postgres", () => {
   )
   storageContract("postgres", postgres, (it) => {
     sqlFailureSuite(it)
+    sqlHotPathSuite(it)
 
     it.effect("migrations are idempotent: a second run applies nothing", () =>
       Effect.gen(function*() {
         assert.deepStrictEqual(yield* migrate, [])
         const sql = yield* SqlClient.SqlClient
         const applied = yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM identity_kit_migrations ORDER BY 1`
-        assert.deepStrictEqual(applied.map((row) => row.migration_id), [1, 2])
+        assert.deepStrictEqual(
+          applied.map((row) => row.migration_id),
+          Object.keys(migrations).map((key) => Number.parseInt(key, 10)).sort((a, b) => a - b)
+        )
+        assert.includeMembers(applied.map((row) => row.migration_id), [1, 2, 3])
       }))
+  })
+})
+
+describe.runIf(DATABASE_URL)("postgres through a host's own PgClient", () => {
+  const ownSchema = `${schema}_own`
+  const storage = layerSql.pipe(
+    Layer.provide(layerMigrations),
+    Layer.provideMerge(PgClient.layer({ url: Redacted.make(withSearchPath(DATABASE_URL ?? "", ownSchema)) })),
+    Layer.provide(freshSchema(DATABASE_URL ?? "", ownSchema))
+  )
+  storageContract("postgres (host's PgClient)", storage, (it) => {
+    sqlFailureSuite(it)
+    sqlHotPathSuite(it)
   })
 })
 

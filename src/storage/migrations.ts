@@ -16,6 +16,7 @@
 import { Migrator, SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
 import { StorageError } from "../Errors.js"
+import { withSpan } from "../internal/trace.js"
 
 /** The table where applied migrations are recorded. */
 export const MIGRATIONS_TABLE = "identity_kit_migrations"
@@ -233,13 +234,159 @@ BEGIN
 END
 $fn$`
 
+/**
+ * Version 2 of the write (migration 0003), what this version of the package calls. Version 1 stays
+ * as it was: instances of the previous version keep calling it during a rolling upgrade.
+ *
+ * The same write, with the same properties (one call, the identity locked `FOR UPDATE`, the change
+ * in one statement whose snapshot is taken after the lock, audit entries in the same order), and:
+ * - the ids come from the caller (`newId` in Node; base58 in plpgsql cost ~31 µs an id):
+ *   `p_rl_ids[i]` is the id of request item i when its name is new, `p_log_ids` the audit entries'
+ *   ids in order. Entries beyond `p_log_ids` (more deletions than the caller planned for) and items
+ *   beyond `p_rl_ids` get an id from `identity_kit_new_id`;
+ * - it answers only what `IdentityStore.updateIdentity` needs: `meta` is NULL when `p_meta` was
+ *   given (the caller has it), and the ratelimits are those the change returned (created and
+ *   updated) rather than a second read of the table, or the stored set when `p_ratelimits` is NULL.
+ *   The identity row comes from the locking read, so no final read of either table.
+ */
+const updateIdentityV2Function = `CREATE OR REPLACE FUNCTION identity_kit_update_identity_v2(
+  p_workspace_id text,
+  p_identity text,
+  p_meta json,
+  p_ratelimits json,
+  p_rl_ids text[],
+  p_log_ids text[],
+  p_actor_id text,
+  p_actor_name text,
+  p_remote_ip text,
+  p_user_agent text,
+  p_now bigint
+) RETURNS TABLE (
+  id text, external_id text, environment text, meta text, created_at bigint, updated_at bigint, ratelimits text
+) LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_id text;
+  v_external_id text;
+BEGIN
+  -- The locking read also answers the identity's fields: a concurrent writer that held the lock
+  -- committed before this read returns, and under READ COMMITTED FOR UPDATE returns its version.
+  SELECT i.id, i.external_id, i.environment, CASE WHEN p_meta IS NULL THEN i.meta::text END, i.created_at,
+         CASE WHEN p_meta IS NULL THEN i.updated_at ELSE p_now END
+  INTO v_id, v_external_id, environment, meta, created_at, updated_at
+  FROM identity_kit_identities i
+  WHERE i.workspace_id = p_workspace_id AND NOT i.deleted AND (i.id = p_identity OR i.external_id = p_identity)
+  ORDER BY i.id = p_identity DESC
+  LIMIT 1
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+
+  -- One statement for the whole change: its CTEs share one snapshot (taken after the lock), so the
+  -- delete, update and insert each see exactly the rows that existed before this write.
+  -- Data-modifying CTEs always run to completion, read or not.
+  WITH req AS (
+    SELECT e.ord::integer - 1 AS ord,
+           e.value->>'name' AS name,
+           (e.value->>'limit')::bigint AS lim,
+           (e.value->>'duration')::bigint AS dur,
+           coalesce((e.value->>'autoApply')::boolean, false) AS auto_apply,
+           p_rl_ids[e.ord::integer] AS new_id
+    FROM json_array_elements(p_ratelimits) WITH ORDINALITY AS e(value, ord)
+  ),
+  meta_update AS (
+    UPDATE identity_kit_identities SET meta = p_meta, updated_at = p_now
+    WHERE id = v_id AND p_meta IS NOT NULL
+  ),
+  deleted AS (
+    DELETE FROM identity_kit_ratelimits r
+    WHERE p_ratelimits IS NOT NULL AND r.identity_id = v_id
+      AND NOT EXISTS (SELECT 1 FROM req WHERE req.name = r.name)
+    RETURNING r.id, r.name, r.position
+  ),
+  updated AS (
+    UPDATE identity_kit_ratelimits r
+    SET "limit" = req.lim, duration = req.dur, auto_apply = req.auto_apply, position = req.ord, updated_at = p_now
+    FROM req
+    WHERE r.identity_id = v_id AND r.name = req.name
+    RETURNING r.id, r.name, req.ord, r."limit", r.duration, r.auto_apply, r.created_at, r.updated_at
+  ),
+  created AS (
+    INSERT INTO identity_kit_ratelimits
+      (id, workspace_id, identity_id, name, "limit", duration, auto_apply, position, created_at, updated_at)
+    SELECT coalesce(req.new_id, identity_kit_new_id('rl', p_now)), p_workspace_id, v_id, req.name, req.lim, req.dur,
+           req.auto_apply, req.ord, p_now, NULL
+    FROM req
+    WHERE NOT EXISTS (SELECT 1 FROM identity_kit_ratelimits r WHERE r.identity_id = v_id AND r.name = req.name)
+    RETURNING id, name, position, "limit", duration, auto_apply, created_at, updated_at
+  ),
+  -- Audit entries in the memory layer's order: the identity, then created, updated, deleted;
+  -- n numbers them in that order, to pick their id from p_log_ids.
+  entries AS (
+    SELECT e.*, row_number() OVER (ORDER BY e.grp, e.ord)::integer AS n
+    FROM (
+      SELECT 0 AS grp, 0::bigint AS ord, 'identity.update' AS event, 'Updated identity ' || v_id AS display,
+             NULL::text AS rl_id, NULL::text AS rl_name
+      UNION ALL
+      SELECT 1, c.position, 'ratelimit.create', 'Created ratelimit ' || c.id, c.id, c.name FROM created c
+      UNION ALL
+      SELECT 2, u.ord, 'ratelimit.update', 'Updated ratelimit ' || u.id, u.id, u.name FROM updated u
+      UNION ALL
+      SELECT 3, row_number() OVER (ORDER BY d.position, d.name COLLATE "C"), 'ratelimit.delete',
+             'Deleted ratelimit ' || d.id, d.id, d.name
+      FROM deleted d
+    ) e
+  ),
+  logged AS (
+    INSERT INTO identity_kit_audit_log
+      (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+    SELECT coalesce(p_log_ids[e.n], identity_kit_new_id('log', p_now)), p_workspace_id, e.event, e.display, 'rootkey',
+           p_actor_id, p_actor_name, p_remote_ip, p_user_agent, p_now,
+           CASE WHEN e.rl_id IS NULL
+             THEN json_build_array(json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id))
+             ELSE json_build_array(
+               json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id),
+               json_build_object('type', 'ratelimit', 'id', e.rl_id, 'name', e.rl_name))
+           END
+    FROM entries e
+    ORDER BY e.n
+  )
+  -- The set after the change: with p_ratelimits, exactly the rows created and updated; without,
+  -- the stored set (this snapshot is after the lock, and nothing here touched ratelimits).
+  SELECT CASE WHEN p_ratelimits IS NULL THEN (
+           SELECT coalesce(json_agg(json_build_object(
+                    'id', r.id, 'name', r.name, 'limit', r."limit", 'duration', r.duration,
+                    'autoApply', r.auto_apply, 'createdAt', r.created_at, 'updatedAt', r.updated_at)
+                  ORDER BY r.name COLLATE "C"), '[]'::json)::text
+           FROM identity_kit_ratelimits r WHERE r.identity_id = v_id)
+         ELSE (
+           SELECT coalesce(json_agg(json_build_object(
+                    'id', s.id, 'name', s.name, 'limit', s."limit", 'duration', s.duration,
+                    'autoApply', s.auto_apply, 'createdAt', s.created_at, 'updatedAt', s.updated_at)
+                  ORDER BY s.name COLLATE "C"), '[]'::json)::text
+           FROM (
+             SELECT c.id, c.name, c."limit", c.duration, c.auto_apply, c.created_at, c.updated_at FROM created c
+             UNION ALL
+             SELECT u.id, u.name, u."limit", u.duration, u.auto_apply, u.created_at, u.updated_at FROM updated u
+           ) s)
+         END
+  INTO ratelimits;
+
+  id := v_id;
+  external_id := v_external_id;
+  RETURN NEXT;
+END
+$fn$`
+
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
 
 /** The migrations, by `<id>_<name>`. Never edit an applied one: add the next id. */
 export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
   "0001_create_tables": statements(createTables),
-  "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction])
+  "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction]),
+  "0003_update_identity_v2": statements([updateIdentityV2Function])
 }
 
 const run = Migrator.make({})
@@ -263,7 +410,7 @@ export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: st
     Effect.zipRight(run({ loader: Migrator.fromRecord(migrations), table: MIGRATIONS_TABLE })),
     Effect.mapError((cause) => new StorageError({ operation: "migrate", cause })),
     Effect.catchAllDefect((cause) => Effect.fail(new StorageError({ operation: "migrate", cause }))),
-    Effect.withSpan("IdentityKit.migrate")
+    withSpan("IdentityKit.migrate")
   )
 
 /** Runs `migrate` when built: put it before `layerSql` so the tables exist before the first request. */

@@ -19,9 +19,17 @@ import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { Effect, Layer, type Scope, Stream } from "effect"
+import { Context, Effect, Layer, type Scope, Stream } from "effect"
 import { StorageError } from "../Errors.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
+import {
+  decodeRows,
+  type Rows,
+  type Statement,
+  StatementExecutor,
+  type StatementExecutorService,
+  type Values
+} from "./executor.js"
 import { layerMigrations } from "./migrations.js"
 import { layerSql } from "./sql.js"
 
@@ -33,10 +41,26 @@ export interface PgliteOptions {
 
 type Row = Record<string, unknown>
 
-/** A `SqlClient` on a fresh PGlite instance, closed when the scope closes. */
-export const makePgliteClient = (
+/** A PGlite instance with what runs statements on it. */
+export interface PgliteConnection {
+  /** The instance (e.g. for `db.listen`). Run statements through `client` or `executor`, which queue them. */
+  readonly db: PGlite
+  readonly client: SqlClient.SqlClient
+  /** The hot-path statements, straight on `db` under the same lock as `client`'s statements. */
+  readonly executor: StatementExecutorService
+}
+
+// PGlite attaches the statement's parameters (request data, e.g. meta) to its errors; errors end
+// up in logs, which must not carry them. Code, detail, constraint stay.
+const toSqlError = (cause: unknown): SqlError => {
+  if (typeof cause === "object" && cause !== null && "params" in cause) Reflect.deleteProperty(cause, "params")
+  return new SqlError({ cause, message: "Failed to execute statement" })
+}
+
+/** A fresh PGlite instance with a `SqlClient` and a `StatementExecutor` on it, closed when the scope closes. */
+export const makePglite = (
   options: PgliteOptions = {}
-): Effect.Effect<SqlClient.SqlClient, SqlError, Reactivity.Reactivity | Scope.Scope> =>
+): Effect.Effect<PgliteConnection, SqlError, Reactivity.Reactivity | Scope.Scope> =>
   Effect.gen(function*() {
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
@@ -53,16 +77,7 @@ export const makePgliteClient = (
     // from BEGIN to COMMIT/ROLLBACK (see `transactionAcquirer`).
     const connection = yield* Effect.makeSemaphore(1)
 
-    const run = <A>(evaluate: () => Promise<A>) =>
-      Effect.tryPromise({
-        try: evaluate,
-        catch: (cause) => {
-          // PGlite attaches the statement's parameters (request data, e.g. meta) to its errors;
-          // errors end up in logs, which must not carry them. Code, detail, constraint stay.
-          if (typeof cause === "object" && cause !== null && "params" in cause) Reflect.deleteProperty(cause, "params")
-          return new SqlError({ cause, message: "Failed to execute statement" })
-        }
-      })
+    const run = <A>(evaluate: () => Promise<A>) => Effect.tryPromise({ try: evaluate, catch: toSqlError })
 
     const makeConnection = (
       guard: <A>(self: Effect.Effect<A, SqlError>) => Effect.Effect<A, SqlError>
@@ -90,7 +105,7 @@ export const makePgliteClient = (
     const shared = makeConnection(connection.withPermits(1))
     const exclusive = makeConnection((self) => self)
 
-    return yield* SqlClient.make({
+    const client = yield* SqlClient.make({
       acquirer: Effect.succeed(shared),
       // Held until the transaction's scope closes, i.e. after COMMIT or ROLLBACK.
       transactionAcquirer: Effect.as(
@@ -100,11 +115,60 @@ export const makePgliteClient = (
       compiler: PgClient.makeCompiler(),
       spanAttributes: [["db.system.name", "postgresql"], ["db.namespace", "pglite"]]
     })
+
+    const executor: StatementExecutorService = {
+      execute: <A>(statement: Statement, values: Values, decode: (rows: Rows) => A) =>
+        connection.withPermits(1)(
+          // One parameter: `Effect.async` creates an AbortController when the callback takes a second.
+          Effect.async<A, SqlError>((resume) => {
+            let interrupted = false
+            let settled = false
+            let onSettled: (() => void) | undefined
+            const settle = () => {
+              settled = true
+              onSettled?.()
+            }
+            db.query<Array<unknown>>(statement.text, [...values], { rowMode: "array" }).then(
+              (result) => {
+                settle()
+                if (!interrupted) resume(decodeRows(result.rows, decode))
+              },
+              (cause: unknown) => {
+                settle()
+                if (!interrupted) resume(Effect.fail(toSqlError(cause)))
+              }
+            )
+            // PGlite cannot stop a statement: an interrupted one keeps the permit until it is done,
+            // so whoever takes the connection next (a transaction's BEGIN) comes after it.
+            return Effect.async<void>((done) => {
+              interrupted = true
+              if (settled) done(Effect.void)
+              else onSettled = () => done(Effect.void)
+            })
+          })
+        )
+    }
+
+    return { db, client, executor }
   })
 
-/** `SqlClient` on PGlite (in memory unless `dataDir`). Closes PGlite when the layer is released. */
-export const layerPgliteClient = (options: PgliteOptions = {}): Layer.Layer<SqlClient.SqlClient, SqlError> =>
-  Layer.scoped(SqlClient.SqlClient, makePgliteClient(options)).pipe(Layer.provide(Reactivity.layer))
+/** A `SqlClient` on a fresh PGlite instance, closed when the scope closes. */
+export const makePgliteClient = (
+  options: PgliteOptions = {}
+): Effect.Effect<SqlClient.SqlClient, SqlError, Reactivity.Reactivity | Scope.Scope> =>
+  Effect.map(makePglite(options), ({ client }) => client)
+
+/**
+ * `SqlClient` on PGlite (in memory unless `dataDir`), and the `StatementExecutor` `layerSql` uses
+ * for the hot path. Closes PGlite when the layer is released.
+ */
+export const layerPgliteClient = (
+  options: PgliteOptions = {}
+): Layer.Layer<SqlClient.SqlClient | StatementExecutor, SqlError> =>
+  Layer.scopedContext(
+    Effect.map(makePglite(options), ({ client, executor }) =>
+      Context.make(SqlClient.SqlClient, client).pipe(Context.add(StatementExecutor, executor)))
+  ).pipe(Layer.provide(Reactivity.layer))
 
 /** `IdentityStore` on PGlite, migrated when built. The default storage of the examples. */
 export const layerPglite = (options: PgliteOptions = {}): Layer.Layer<IdentityStore, StorageError> =>

@@ -1,10 +1,13 @@
 /**
- * PostgreSQL through `@effect/sql-pg` (node-postgres pool): a `SqlClient` with bounded connection
- * waits, migrations, and `layerSql`, in one layer.
+ * PostgreSQL through a node-postgres pool of this layer's own: the generic `SqlClient`
+ * (`@effect/sql-pg`'s `PgClient` on that pool) for migrations and admin statements, and the
+ * `StatementExecutor` that runs the two statements of every request as named prepared statements
+ * straight on the pool (see ./executor.ts); with bounded connection waits, migrations, and
+ * `layerSql`, in one layer.
  *
  * To use a pool or client config of your own, skip this file and put `layerSql` (and
  * `layerMigrations`) on any `SqlClient`, e.g. `PgClient.layerFromPool({ acquire })` with your `pg`
- * pool, or `PgClient.layerConfig(...)`:
+ * pool, or `PgClient.layerConfig(...)` (the hot statements then go through that `SqlClient`):
  *
  * ```ts
  * const storage = layerSql.pipe(Layer.provide(layerMigrations), Layer.provide(PgClient.layerFromPool({ acquire })))
@@ -22,11 +25,14 @@
  * const kit = makeIdentityKit({ storage: layerPostgres({ url: process.env.DATABASE_URL! }) })
  * ```
  */
+import { createRequire } from "node:module"
 import type { SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { Duration, Layer, Redacted } from "effect"
+import { Duration, Effect, Layer, Redacted, type Scope } from "effect"
 import { StorageError } from "../Errors.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
+import { fromPgPool, type PgPool, StatementExecutor } from "./executor.js"
 import { layerMigrations } from "./migrations.js"
 import { layerSql } from "./sql.js"
 
@@ -49,19 +55,81 @@ export interface PostgresConfig {
 /** The default bound on connection waits: a down database answers 500 in about this long at most. */
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
-/** A `PgClient` (also a `SqlClient`) for `config`; fails to build if the database does not answer. */
+// --- The pool ---------------------------------------------------------------------------------
+// `pg` is the driver `@effect/sql-pg` runs on (and so always installed with it); it ships no types,
+// so the members used here are declared in ./executor.ts and below.
+
+/** The members of `pg`'s `Pool` this file uses beyond those of `PgPool`. */
+interface OwnPool extends PgPool {
+  on(event: "error", listener: (error: Error) => void): unknown
+  end(): Promise<void>
+}
+
+interface PgModule {
+  readonly Pool: new (config: {
+    readonly connectionString: string
+    readonly max?: number
+    readonly connectionTimeoutMillis: number
+    readonly idleTimeoutMillis: number
+    readonly application_name: string
+  }) => OwnPool
+}
+
+const requireCommonJs = createRequire(import.meta.url)
+
+/** A pool for `config`, ended when the scope closes. Untested: see `testPool`. */
+const acquirePool = (config: PostgresConfig, connectTimeout: Duration.Duration): Effect.Effect<OwnPool, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const pg: PgModule = requireCommonJs("pg")
+      const pool = new pg.Pool({
+        connectionString: typeof config.url === "string" ? config.url : Redacted.value(config.url),
+        ...(config.maxConnections === undefined ? {} : { max: config.maxConnections }),
+        // node-postgres waits forever for a connection by default; this bounds every wait, including
+        // the `SELECT 1` with which the layer tests the pool at build.
+        connectionTimeoutMillis: Duration.toMillis(connectTimeout),
+        idleTimeoutMillis: Duration.toMillis(config.idleTimeout ?? Duration.seconds(30)),
+        application_name: config.applicationName ?? "identity-kit"
+      })
+      // An idle connection that breaks is dropped by the pool, which then emits "error": without a
+      // listener that would crash the process.
+      pool.on("error", () => {})
+      return pool
+    }),
+    // Bounded: `end` waits for connections still checked out.
+    (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+  )
+
+/** `SELECT 1` on the pool, failing after `connectTimeout` when the database does not answer. */
+const testPool = (pool: OwnPool, connectTimeout: Duration.Duration): Effect.Effect<void, SqlError> =>
+  Effect.async<void, SqlError>((resume) => {
+    pool.query("SELECT 1", [], (error) => {
+      resume(error ? Effect.fail(new SqlError({ cause: error, message: "PostgreSQL: failed to connect" })) : Effect.void)
+    })
+  }).pipe(
+    Effect.timeoutFail({
+      duration: connectTimeout,
+      onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PostgreSQL: connection timed out" })
+    })
+  )
+
+/**
+ * A `PgClient` (also a `SqlClient`) for `config`, and the `StatementExecutor` `layerSql` uses for
+ * the hot path, on one pool; fails to build if the database does not answer within `connectTimeout`.
+ */
 export const layerPostgresClient = (
   config: PostgresConfig
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StorageError> =>
-  PgClient.layer({
-    url: typeof config.url === "string" ? Redacted.make(config.url) : config.url,
-    maxConnections: config.maxConnections,
-    // node-postgres waits forever for a connection by default; this bounds every wait, including
-    // the `SELECT 1` with which the layer tests the pool at build.
-    connectTimeout: config.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
-    idleTimeout: config.idleTimeout ?? Duration.seconds(30),
-    applicationName: config.applicationName ?? "identity-kit"
-  }).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | StatementExecutor, StorageError> => {
+  const connectTimeout = Duration.decode(config.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT)
+  return Layer.unwrapScoped(Effect.gen(function*() {
+    const pool = yield* acquirePool(config, connectTimeout)
+    yield* testPool(pool, connectTimeout)
+    return Layer.merge(
+      PgClient.layerFromPool({ acquire: Effect.succeed(pool) }),
+      Layer.succeed(StatementExecutor, fromPgPool(pool))
+    )
+  })).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
+}
 
 /** `IdentityStore` on PostgreSQL: pool, migrations (unless `migrate: false`) and `layerSql`. */
 export const layerPostgres = (config: PostgresConfig): Layer.Layer<IdentityStore, StorageError> =>

@@ -1,0 +1,195 @@
+/**
+ * How the hot statements (root-key lookup, identity update) reach the database with as little
+ * between them as each connection allows. `layerSql` takes the `StatementExecutor` in context when
+ * there is one and falls back to the generic `SqlClient` otherwise:
+ *
+ * - `layerPostgresClient` (./postgres.ts): named prepared statements straight on its `pg` pool;
+ * - `layerPgliteClient` (./pglite.ts): straight on the PGlite instance, under its one-permit lock;
+ * - any other `SqlClient` (a host's own): `sql.unsafe(text, values)`.
+ *
+ * Rows come back as arrays of column values, in the statement's column order, and are decoded by
+ * the caller's `decode` (built once, see sql.ts). A statement run inside a `SqlClient` transaction
+ * always goes through the `SqlClient`, so it joins the transaction like any other statement.
+ */
+import { SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Effect, Option } from "effect"
+
+/** A statement of the hot path: a name unique to its text (the prepared statement's name), and the text. */
+export interface Statement {
+  readonly name: string
+  readonly text: string
+}
+
+/** Rows as arrays of column values. */
+export type Rows = ReadonlyArray<ReadonlyArray<unknown>>
+
+/** Parameter values: text, numbers, `null`. */
+export type Values = ReadonlyArray<string | number | boolean | null>
+
+/** Runs hot-path statements. */
+export interface StatementExecutorService {
+  /**
+   * Runs `statement` with `values` and answers `decode(rows)`. A database failure, or a `decode`
+   * that throws (a row that does not decode), is a `SqlError`.
+   */
+  readonly execute: <A>(statement: Statement, values: Values, decode: (rows: Rows) => A) => Effect.Effect<A, SqlError>
+}
+
+/** The fastest way a layer's own connection can run hot-path statements (optional: see `layerSql`). */
+export class StatementExecutor extends Context.Tag("identity-kit/StatementExecutor")<
+  StatementExecutor,
+  StatementExecutorService
+>() {}
+
+/** `decode(rows)`, with a throw turned into the `SqlError` every store maps to `StorageError`. */
+export const decodeRows = <A>(rows: Rows, decode: (rows: Rows) => A): Effect.Effect<A, SqlError> => {
+  try {
+    return Effect.succeed(decode(rows))
+  } catch (cause) {
+    return Effect.fail(new SqlError({ cause, message: "Failed to decode the result" }))
+  }
+}
+
+/** Statements through the `SqlClient`: the fallback for a host's own client, and inside transactions. */
+export const fromSqlClient = (sql: SqlClient.SqlClient): StatementExecutorService => ({
+  execute: (statement, values, decode) =>
+    Effect.flatMap(sql.unsafe(statement.text, values).values, (rows) => decodeRows(rows, decode))
+})
+
+/**
+ * `fast`, except inside a `SqlClient` transaction: there the statement must run on the
+ * transaction's connection (another connection would not see its writes, and could wait forever on
+ * a row lock the transaction holds).
+ */
+export const outsideTransactions = (
+  fast: StatementExecutorService,
+  sql: SqlClient.SqlClient
+): StatementExecutorService => {
+  const inTransaction = fromSqlClient(sql)
+  return {
+    execute: (statement, values, decode) =>
+      Effect.contextWithEffect((context) =>
+        Option.isSome(Context.getOption(context, SqlClient.TransactionConnection))
+          ? inTransaction.execute(statement, values, decode)
+          : fast.execute(statement, values, decode)
+      )
+  }
+}
+
+// --- node-postgres --------------------------------------------------------------------------
+// The few members of `pg`'s `Pool` and `PoolClient` used here (`pg` ships no types of its own).
+
+/** The result of a query run with `rowMode: "array"`. */
+export interface PgArrayResult {
+  readonly rows: Array<Array<unknown>>
+}
+
+/** A connection checked out of a `pg` pool. */
+export interface PgPoolClient {
+  /** The backend's process id, known once connected. */
+  readonly processID?: number | null | undefined
+  query(
+    config: { readonly name: string; readonly text: string; readonly values: Values; readonly rowMode: "array" },
+    callback: (error: Error | null | undefined, result: PgArrayResult | undefined) => void
+  ): unknown
+  on(event: "error", listener: (error: Error) => void): unknown
+}
+
+/** A `pg` pool. */
+export interface PgPool {
+  readonly ending: boolean
+  connect(
+    callback: (error: Error | null | undefined, client: PgPoolClient | undefined, release: (error?: Error) => void) => void
+  ): void
+  query(text: string, values: ReadonlyArray<unknown>, callback: (error: Error | null | undefined) => void): unknown
+}
+
+const ignore = () => {}
+
+// Clients given an "error" listener. A checked-out client that loses its connection emits "error"
+// (and throws if nobody listens); the failure also reaches its running query's callback, and the
+// pool drops a client that is no longer queryable when it is released, so the listener only
+// has to exist.
+const guarded = new WeakSet<PgPoolClient>()
+
+/**
+ * Named prepared statements on a `pg` pool: parsed and planned once per connection, then only
+ * bound and executed. One `Effect.async` per statement, with no `AbortController`.
+ *
+ * Interruption cancels a running statement with `pg_cancel_backend` on another connection, as
+ * `@effect/sql-pg` does. The connection goes back to the pool only once both the statement has
+ * answered and the cancel request has finished, so a late cancel can never hit another caller's
+ * statement on a reused connection. A statement is one implicit transaction: cancelled, it either
+ * committed or left nothing.
+ */
+export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
+  execute: <A>(statement: Statement, values: Values, decode: (rows: Rows) => A) =>
+    // One parameter: `Effect.async` creates an AbortController when the callback takes a second.
+    Effect.async<A, SqlError>((resume) => {
+      // 0: waiting for a connection; 1: statement sent; 2: answered, failed or interrupted.
+      let state = 0
+      let client: PgPoolClient | undefined
+      let release: ((error?: Error) => void) | undefined
+      let answered = false
+      let cancelling = false
+      const releaseWhenIdle = () => {
+        if (!answered || cancelling || release === undefined) return
+        const done = release
+        release = undefined
+        done()
+      }
+
+      pool.connect((error, acquired, releaseClient) => {
+        if (state === 2) {
+          // Interrupted while waiting for the connection.
+          if (acquired !== undefined) releaseClient()
+          return
+        }
+        if (error || acquired === undefined) {
+          state = 2
+          resume(Effect.fail(
+            new SqlError({ cause: error ?? new Error("No client returned"), message: "Failed to acquire connection" })
+          ))
+          return
+        }
+        client = acquired
+        release = releaseClient
+        state = 1
+        if (!guarded.has(acquired)) {
+          acquired.on("error", ignore)
+          guarded.add(acquired)
+        }
+        const onAnswer = (error: Error | null | undefined, result: PgArrayResult | undefined) => {
+          answered = true
+          releaseWhenIdle()
+          if (state === 2) return
+          state = 2
+          resume(
+            error || result === undefined
+              ? Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" }))
+              : decodeRows(result.rows, decode)
+          )
+        }
+        try {
+          acquired.query({ name: statement.name, text: statement.text, values, rowMode: "array" }, onAnswer)
+        } catch (cause) {
+          // node-postgres reports its own errors through the callback; this is for anything else.
+          onAnswer(cause instanceof Error ? cause : new Error(String(cause)), undefined)
+        }
+      })
+
+      return Effect.sync(() => {
+        const running = state === 1
+        state = 2
+        const processId = client?.processID
+        if (!running || processId === undefined || processId === null || pool.ending) return
+        cancelling = true
+        // Best effort, like @effect/sql-pg's: a failed cancel leaves the statement to finish.
+        pool.query("SELECT pg_cancel_backend($1)", [processId], () => {
+          cancelling = false
+          releaseWhenIdle()
+        })
+      })
+    })
+})

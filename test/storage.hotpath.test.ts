@@ -1,0 +1,172 @@
+/**
+ * The storage hot path beyond the contract: ids made in Node (exactly the old base58), and on
+ * PostgreSQL (when `DATABASE_URL` is set) the pool executor of `layerPostgresClient`: named prepared
+ * statements, and a statement cancelled in the database when its fiber is interrupted.
+ */
+import { randomBytes } from "node:crypto"
+import { SqlClient } from "@effect/sql"
+import { assert, describe, it, layer } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Layer } from "effect"
+import { IdentityStore, newId } from "identity-kit"
+import { layerPostgresClient } from "identity-kit/postgres"
+import { layerMigrations, layerSql } from "identity-kit/sql"
+import { base58 } from "../src/domain/Ids.js"
+
+/** The textbook base58 (one BigInt step per byte and per digit): the reference for the fast one. */
+const referenceBase58 = (bytes: Uint8Array): string => {
+  const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+  let value = 0n
+  for (const byte of bytes) value = (value << 8n) | BigInt(byte)
+  let out = ""
+  while (value > 0n) {
+    out = alphabet[Number(value % 58n)] + out
+    value /= 58n
+  }
+  for (const byte of bytes) {
+    if (byte !== 0) break
+    out = "1" + out
+  }
+  return out
+}
+
+const fromBigInt = (value: bigint): Uint8Array => {
+  const hex = value.toString(16)
+  return Buffer.from(hex.length % 2 === 0 ? hex : `0${hex}`, "hex")
+}
+
+describe("ids", () => {
+  it("base58 equals the reference on random bytes of every length up to 40", () => {
+    for (let length = 0; length <= 40; length++) {
+      for (let round = 0; round < 50; round++) {
+        const bytes = randomBytes(length)
+        bytes.fill(0, 0, round % (length + 1)) // leading zero bytes
+        assert.strictEqual(base58(bytes), referenceBase58(bytes), bytes.toString("hex"))
+      }
+    }
+  })
+
+  it("base58 equals the reference around every power of 58 and at the edges", () => {
+    const cases: Array<Uint8Array> = [new Uint8Array(0), new Uint8Array(1), new Uint8Array(12), new Uint8Array(12).fill(255)]
+    for (let k = 1n; k <= 40n; k++) {
+      for (const value of [58n ** k - 1n, 58n ** k, 58n ** k + 1n, 2n ** k - 1n]) cases.push(fromBigInt(value))
+    }
+    for (const bytes of cases) assert.strictEqual(base58(bytes), referenceBase58(bytes), Buffer.from(bytes).toString("hex"))
+  })
+
+  it("newId: prefix, base58 of 4 bytes of seconds since 1.7e9 and 8 random bytes; unique", () => {
+    const now = 1_750_000_000_123
+    const ids = Array.from({ length: 2000 }, () => newId("log", now))
+    assert.strictEqual(new Set(ids).size, ids.length)
+    for (const id of ids.slice(0, 50)) {
+      assert.match(id, /^log_[1-9A-HJ-NP-Za-km-z]+$/)
+      // Decode and check the time bytes.
+      let value = 0n
+      for (const char of id.slice(4)) value = value * 58n + BigInt("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz".indexOf(char))
+      assert.strictEqual(Number(value >> 64n), 50_000_000)
+    }
+    // Before the epoch: 4 zero bytes, written as four leading "1"s.
+    assert.match(newId("rl", 0), /^rl_1111[1-9A-HJ-NP-Za-km-z]+$/)
+  })
+})
+
+// --- the pool executor on PostgreSQL ---------------------------------------------------------
+
+const DATABASE_URL = process.env["DATABASE_URL"]
+const schema = `identity_kit_hotpath_${randomBytes(6).toString("hex")}`
+// This file's own application_name, to find its backends among those of other test files.
+const applicationName = `identity-kit-hotpath-${randomBytes(4).toString("hex")}`
+
+/** A store on `layerPostgresClient` in a schema of its own, created before and dropped after. */
+const storageIn = (schema: string, maxConnections: number) => {
+  const parsed = new URL(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused")
+  parsed.searchParams.set("options", `-c search_path=${schema}`)
+  const freshSchema = Layer.scopedDiscard(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* Effect.acquireRelease(
+      sql.unsafe(`CREATE SCHEMA "${schema}"`),
+      () => sql.unsafe(`DROP SCHEMA "${schema}" CASCADE`).pipe(Effect.orDie)
+    )
+  })).pipe(Layer.provide(layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: 1 })))
+  return layerSql.pipe(
+    Layer.provide(layerMigrations),
+    Layer.provideMerge(layerPostgresClient({ url: parsed.toString(), maxConnections, applicationName })),
+    Layer.provide(freshSchema)
+  )
+}
+
+const T0 = 1_750_000_000_000
+const audit = { actorId: "key_hotpath", actorName: "root key", remoteIp: "203.0.113.7", userAgent: "hotpath/1.0" }
+
+/** Polls `probe` until it answers true (the test's timeout bounds the wait). */
+const eventually = <E>(probe: Effect.Effect<boolean, E>) =>
+  Effect.gen(function*() {
+    while (!(yield* probe)) yield* Effect.sleep("10 millis")
+  })
+
+const seed = Effect.gen(function*() {
+  const store = yield* IdentityStore
+  const workspaceId = newId("ws")
+  yield* store.putWorkspace({ id: workspaceId, name: "hotpath", enabled: true, createdAt: T0 })
+  const identity = yield* store.createIdentity({ workspaceId, externalId: "user_1", meta: { a: 1 }, now: T0 })
+  return { store, workspaceId, identity }
+})
+
+describe.runIf(DATABASE_URL)("postgres pool executor", () => {
+  // One connection: the statements and the question about them meet on it.
+  layer(storageIn(`${schema}_one`, 1), { excludeTestServices: true })((it) => {
+    it.effect("the hot statements run as named prepared statements", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* seed
+        const sql = yield* SqlClient.SqlClient
+        const before = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements`
+        assert.deepStrictEqual(before, [])
+        assert.isNull(yield* store.findRootKey("no-such-hash"))
+        yield* store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"i":1}`, audit, now: T0 + 1 })
+        yield* store.updateIdentity({ workspaceId, identity: "user_1", ratelimits: [], audit, now: T0 + 2 })
+        const prepared = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`
+        assert.deepStrictEqual(prepared.map((row) => row.name), ["identity_kit_find_root_key_1", "identity_kit_update_identity_2"])
+      }))
+  })
+
+  layer(storageIn(`${schema}_cancel`, 4), { excludeTestServices: true })((it) => {
+    it.effect("an interrupted update is cancelled in the database and writes nothing", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seed
+        const sql = yield* SqlClient.SqlClient
+        const locked = yield* Deferred.make<void>()
+        const unlock = yield* Deferred.make<void>()
+        // Another connection holds the identity's row lock until told otherwise.
+        const holder = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+          yield* sql`SELECT id FROM identity_kit_identities WHERE id = ${identity.id} FOR UPDATE`
+          yield* Deferred.succeed(locked, undefined)
+          yield* Deferred.await(unlock)
+        })))
+        yield* Deferred.await(locked)
+
+        const waiting = sql<{ readonly n: number }>`
+          SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'
+            AND query LIKE '%identity_kit_update_identity_v2%'`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
+
+        const writer = yield* Effect.fork(
+          store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"b":2}`, audit, now: T0 + 1 })
+        )
+        yield* eventually(Effect.map(waiting, (n) => n === 1))
+        yield* Fiber.interrupt(writer)
+        // The lock is still held: only a cancel in the database ends the wait.
+        yield* eventually(Effect.map(waiting, (n) => n === 0))
+
+        yield* Deferred.succeed(unlock, undefined)
+        yield* Fiber.join(holder)
+        const after = yield* store.getIdentity(workspaceId, "user_1")
+        assert.deepStrictEqual(after?.meta, { a: 1 })
+        assert.strictEqual(after?.updatedAt, null)
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+
+        // The pool is whole: the same update now goes through.
+        const updated = yield* store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"b":2}`, audit, now: T0 + 2 })
+        assert.deepStrictEqual(updated.meta, { b: 2 })
+        assert.strictEqual((yield* store.listAuditLog(workspaceId)).length, 1)
+      }))
+  })
+})
