@@ -61,8 +61,9 @@ export const issueRootKey = Effect.fn("Admin.issueRootKey")(function*(input: Iss
 
 /**
  * Changes a root key: `enabled`, `permissions`, `expiresAt` (`null`: never). Answers the key, or
- * `null` when there is none with this id. With `rootKeyCache` on, a kit sees the change once the
- * key's cache entry expires.
+ * `null` when there is none with this id. Storage that reports changes (memory, PGlite, PostgreSQL
+ * with its listener) evicts the key from every kit's root-key cache at once; with a TTL-only cache
+ * (`rootKeyCache: { ttl }` on other storage) a kit sees the change once the entry expires.
  */
 export const updateRootKey = (
   keyId: string,

@@ -13,7 +13,9 @@ export * as Admin from "./Admin.js"
 export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"
 export type { IdentityStoreService, NewIdentity, RootKeyPatch } from "./services/IdentityStore.js"
-export { layerMemory, makeMemory } from "./storage/memory.js"
+export { layerMemory, makeMemory, makeMemoryWithEvents } from "./storage/memory.js"
+export { makeRootKeyEventHub, RootKeyEvents } from "./services/RootKeyEvents.js"
+export type { RootKeyEvent, RootKeyEventHub, RootKeyEventsService } from "./services/RootKeyEvents.js"
 export {
   Authorization,
   hashRootKey,

@@ -4,12 +4,18 @@
  * meta is kept as JSON text (so what comes back is what PostgreSQL would give), audit entries are
  * written with the change. For host apps' own tests and for this package's unit tests.
  */
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import type { JsonObject } from "../domain/Json.js"
 import type { AuditLogEntry, Identity, Ratelimit, RootKey, Workspace } from "../domain/Model.js"
 import { IdentityStore, type IdentityStoreService } from "../services/IdentityStore.js"
+import {
+  makeRootKeyEventHub,
+  type RootKeyEvent,
+  RootKeyEvents,
+  type RootKeyEventsService
+} from "../services/RootKeyEvents.js"
 import { planRatelimitChanges, updateAuditEntries } from "./internal.js"
 
 interface StoredIdentity extends Omit<Identity, "meta" | "ratelimits"> {
@@ -18,8 +24,8 @@ interface StoredIdentity extends Omit<Identity, "meta" | "ratelimits"> {
 
 const parseMeta = (json: string): JsonObject => JSON.parse(json)
 
-/** A fresh, empty in-memory store (each call has its own data). */
-export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() => {
+/** A fresh, empty in-memory store (each call has its own data); `publish` hears root-key and workspace changes. */
+const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService => {
   const workspaces = new Map<string, Workspace>()
   const keysByHash = new Map<string, RootKey>()
   const identities = new Map<string, StoredIdentity>()
@@ -79,6 +85,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
     putWorkspace: (workspace) =>
       attempt("putWorkspace", () => {
         workspaces.set(workspace.id, workspace)
+        publish({ _tag: "InvalidateWorkspace", workspaceId: workspace.id })
         return workspace
       }),
 
@@ -86,6 +93,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
       attempt("putRootKey", () => {
         if (keysByHash.has(key.hash)) throw new Error("duplicate root key hash")
         keysByHash.set(key.hash, key)
+        publish({ _tag: "Invalidate", hash: key.hash })
         return key
       }),
 
@@ -101,6 +109,7 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
             deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt
           }
           keysByHash.set(key.hash, next)
+          publish({ _tag: "Invalidate", hash: key.hash })
           return next
         }
         return null
@@ -157,7 +166,27 @@ export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() =>
     listAuditLog: (workspaceId) => attempt("listAuditLog", () => audit.filter((entry) => entry.workspaceId === workspaceId))
   }
   return service
+}
+
+const ignore = () => {}
+
+/** A fresh, empty in-memory store (each call has its own data). Reports no changes: see `layerMemory`. */
+export const makeMemory: Effect.Effect<IdentityStoreService> = Effect.sync(() => makeStore(ignore))
+
+/**
+ * A fresh, empty in-memory store that reports its root-key and workspace changes in process, so
+ * the root-key cache is on and a change is honoured by the next request.
+ */
+export const makeMemoryWithEvents: Effect.Effect<{
+  readonly store: IdentityStoreService
+  readonly events: RootKeyEventsService
+}> = Effect.sync(() => {
+  // Always "connected": every change goes through `publish`, synchronously, before it returns.
+  const hub = makeRootKeyEventHub({ connected: true })
+  return { store: makeStore(hub.publish), events: hub.service }
 })
 
-/** In-memory storage: a fresh, empty store each time the layer is built. */
-export const layerMemory: Layer.Layer<IdentityStore> = Layer.effect(IdentityStore, makeMemory)
+/** In-memory storage: a fresh, empty store each time the layer is built, with `RootKeyEvents`. */
+export const layerMemory: Layer.Layer<IdentityStore | RootKeyEvents> = Layer.effectContext(
+  Effect.map(makeMemoryWithEvents, ({ events, store }) => Context.make(IdentityStore, store).pipe(Context.add(RootKeyEvents, events)))
+)

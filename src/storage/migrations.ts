@@ -17,6 +17,7 @@ import { Migrator, SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
 import { StorageError } from "../Errors.js"
 import { withSpan } from "../internal/trace.js"
+import { rootKeyNotifyMigration } from "./notify.js"
 
 /** The table where applied migrations are recorded. */
 export const MIGRATIONS_TABLE = "identity_kit_migrations"
@@ -386,7 +387,8 @@ const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, 
 export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
   "0001_create_tables": statements(createTables),
   "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction]),
-  "0003_update_identity_v2": statements([updateIdentityV2Function])
+  "0003_update_identity_v2": statements([updateIdentityV2Function]),
+  "0004_root_key_notify": rootKeyNotifyMigration
 }
 
 const run = Migrator.make({})

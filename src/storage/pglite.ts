@@ -31,6 +31,9 @@ import {
   type Values
 } from "./executor.js"
 import { layerMigrations } from "./migrations.js"
+import { layerRootKeyEventsPglite } from "./notify.js"
+
+export { layerRootKeyEventsPglite } from "./notify.js"
 import { layerSql } from "./sql.js"
 
 /** Where PGlite keeps its data. */
@@ -170,11 +173,23 @@ export const layerPgliteClient = (
       Context.make(SqlClient.SqlClient, client).pipe(Context.add(StatementExecutor, executor)))
   ).pipe(Layer.provide(Reactivity.layer))
 
-/** `IdentityStore` on PGlite, migrated when built. The default storage of the examples. */
+/**
+ * `IdentityStore` on PGlite, migrated when built, with `RootKeyEvents` (so the root-key cache is on
+ * and a change is honoured by the next request). The default storage of the examples.
+ */
 export const layerPglite = (options: PgliteOptions = {}): Layer.Layer<IdentityStore, StorageError> =>
-  layerSql.pipe(
-    Layer.provide(layerMigrations),
-    Layer.provide(
-      layerPgliteClient(options).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
+  Layer.unwrapScoped(
+    Effect.map(
+      makePglite(options).pipe(Effect.mapError((cause) => new StorageError({ operation: "connect", cause }))),
+      ({ client, db, executor }) =>
+        // The events layer is built after the store, so after the migrations: no transaction is
+        // open when it runs LISTEN, and the triggers exist.
+        layerRootKeyEventsPglite(db).pipe(
+          Layer.provide(layerSql),
+          Layer.provide(layerMigrations),
+          Layer.provide(Layer.succeedContext(
+            Context.make(SqlClient.SqlClient, client).pipe(Context.add(StatementExecutor, executor))
+          ))
+        )
     )
-  )
+  ).pipe(Layer.provide(Reactivity.layer))

@@ -34,6 +34,9 @@ import { StorageError } from "../Errors.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
 import { fromPgPool, type PgPool, StatementExecutor } from "./executor.js"
 import { layerMigrations } from "./migrations.js"
+import { layerRootKeyEventsPostgres } from "./notify.js"
+
+export { layerRootKeyEventsPostgres } from "./notify.js"
 import { layerSql } from "./sql.js"
 
 /** How to reach PostgreSQL. */
@@ -50,6 +53,12 @@ export interface PostgresConfig {
   readonly migrate?: boolean | undefined
   /** `application_name` shown in `pg_stat_activity`. Default `identity-kit`. */
   readonly applicationName?: string | undefined
+  /**
+   * Listen for root-key and workspace changes on one more connection (`application_name`
+   * `<applicationName>:listen`), which turns the root-key cache on. Default `true`. Turn it off
+   * when `url` goes through a transaction-mode pooler, where LISTEN does not work.
+   */
+  readonly listen?: boolean | undefined
 }
 
 /** The default bound on connection waits: a down database answers 500 in about this long at most. */
@@ -131,8 +140,18 @@ export const layerPostgresClient = (
   })).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
 }
 
-/** `IdentityStore` on PostgreSQL: pool, migrations (unless `migrate: false`) and `layerSql`. */
-export const layerPostgres = (config: PostgresConfig): Layer.Layer<IdentityStore, StorageError> =>
-  (config.migrate === false ? layerSql : layerSql.pipe(Layer.provide(layerMigrations))).pipe(
+/**
+ * `IdentityStore` on PostgreSQL: pool, migrations (unless `migrate: false`) and `layerSql`, with
+ * `RootKeyEvents` from a listening connection (unless `listen: false`).
+ */
+export const layerPostgres = (config: PostgresConfig): Layer.Layer<IdentityStore, StorageError> => {
+  const store = (config.migrate === false ? layerSql : layerSql.pipe(Layer.provide(layerMigrations))).pipe(
     Layer.provide(layerPostgresClient(config))
   )
+  if (config.listen === false) return store
+  return layerRootKeyEventsPostgres({
+    url: config.url,
+    connectTimeout: config.connectTimeout,
+    applicationName: `${config.applicationName ?? "identity-kit"}:listen`
+  }).pipe(Layer.provide(store))
+}

@@ -53,6 +53,7 @@ import { LIVE_EXTERNAL_ID_INDEX } from "./migrations.js"
 
 export { layerMigrations, migrate } from "./migrations.js"
 export { StatementExecutor } from "./executor.js"
+export { rootKeyNotifyMigration } from "./notify.js"
 export type { StatementExecutorService } from "./executor.js"
 
 // --- Rows -------------------------------------------------------------------------------------
