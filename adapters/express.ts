@@ -1,5 +1,5 @@
 /**
- * `identity-kit/express`: an Express middleware (Express 4 and 5) serving
+ * `identity-kit/express`: an Express middleware (Express 4 and 5) serving the kit's routes, e.g.
  * `POST <mount>/v2/identities.updateIdentity`. Every other path goes on to the host's next handler.
  *
  * Mount it with `app.use` (or `router.use`) at any path — the route is matched below the mount
@@ -23,7 +23,7 @@
  * ```
  */
 import type { RequestHandler } from "express"
-import { handleNodeRequest, type KitOrOptions, rawPathname, requestUrl, resolveKit } from "./node.js"
+import { handleNodeRequest, type KitOrOptions, rawPathname, resolveKit } from "./node.js"
 import type { IdentityKit } from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
@@ -45,10 +45,10 @@ export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMid
   const middleware: RequestHandler = (req, res, next) => {
     // `req.url` is relative to the mount point in Express 4 and 5, nested routers included. It is
     // matched as sent: dot segments are not resolved, so `/x/../v2/…` is not the route.
-    if (!kit.handles(rawPathname(req.url))) return next()
-    const url = requestUrl(req, req.url)
-    // Never rejects (Express 4 would leave a rejection unhandled); errors are answered as JSON.
-    void handleNodeRequest(kit, req, res, url)
+    const path = rawPathname(req.url)
+    if (!kit.handles(path)) return next()
+    // Never throws (Express 4 would not catch a rejection either); errors are answered as JSON.
+    handleNodeRequest(kit, req, res, path)
   }
   return Object.assign(middleware, { kit, dispose: owned ? kit.dispose : () => Promise.resolve() })
 }

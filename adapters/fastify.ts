@@ -1,7 +1,7 @@
 /**
- * `identity-kit/fastify`: an encapsulated Fastify plugin (Fastify 4.26+ and 5) serving
- * `POST <prefix>/v2/identities.updateIdentity`, and 405 for its other methods. Unknown paths stay
- * with the host (its not-found handler).
+ * `identity-kit/fastify`: an encapsulated Fastify plugin (Fastify 4.26+ and 5) serving the kit's
+ * routes, e.g. `POST <prefix>/v2/identities.updateIdentity`, and 405 for their other methods. Unknown
+ * paths stay with the host (its not-found handler): the plugin registers exactly the kit's routes.
  *
  * The plugin is deliberately not wrapped in `fastify-plugin`: its content-type parser (every body
  * taken raw, so the API checks Content-Type and JSON itself) and its error handler (the API's 413
@@ -18,40 +18,31 @@
  * await app.listen({ port: 3000 }) // POST /api/v2/identities.updateIdentity; app.close() disposes the kit
  * ```
  */
-import type { FastifyPluginAsync, FastifyReply } from "fastify"
-import { InternalError, InvalidInput, MethodNotAllowed, PayloadTooLarge, ValidationIssue } from "../src/Errors.js"
-import { ROUTE } from "../src/http/app.js"
-import {
-  abortSignalOf,
-  errorResponse,
-  fetchCanCarry,
-  type KitOrOptions,
-  resolveKit,
-  responseHeaders,
-  toWebRequest
-} from "./node.js"
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify"
+import { InternalError, InvalidInput, PayloadTooLarge, ValidationIssue } from "../src/Errors.js"
+import type { PlainRequest, PlainResponse } from "../src/http/plain.js"
+import { type IdentityKit, type KitOrOptions, mergedHeader, resolveKit } from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
 
 /** The plugin's options: the kit options (the plugin builds the kit and disposes it on close) or `{ kit }`. */
 export type IdentityKitPluginOptions = KitOrOptions<unknown>
 
-// Our value appended to one the host already set (its CORS and other headers survive).
-const headerValue = (existing: unknown, value: string): string | Array<string> => {
-  if (typeof existing === "string") return [existing, value]
-  if (typeof existing === "number") return [String(existing), value]
-  if (Array.isArray(existing)) return [...existing.filter((item): item is string => typeof item === "string"), value]
-  return value
-}
-
-/** Writes a WHATWG `Response` through Fastify's reply (so the host's onSend hooks and logs see it). */
-const sendResponse = async (reply: FastifyReply, response: Response): Promise<FastifyReply> => {
-  const body = Buffer.from(await response.arrayBuffer())
+/**
+ * Writes a `PlainResponse` through Fastify's reply (so the host's onSend hooks and logs see it): our
+ * headers added to those the host set (its CORS survives), the JSON as the payload.
+ */
+const sendPlainResponse = (reply: FastifyReply, response: PlainResponse): FastifyReply => {
   reply.status(response.status)
-  for (const [name, value, replace] of responseHeaders(response)) {
-    reply.header(name, replace ? value : headerValue(reply.getHeader(name), value))
+  const ours = response.headers
+  for (const name in ours) {
+    const value = ours[name]
+    if (value === undefined) continue
+    const merged = mergedHeader(name, value, reply.getHeader(name))
+    if (merged !== undefined) reply.header(name, merged)
   }
-  return reply.send(body)
+  // Bytes, as before: a string payload would make Fastify append `; charset=utf-8` to our Content-Type.
+  return reply.send(Buffer.from(response.body, "utf8"))
 }
 
 // What Fastify's errors carry, read off an unknown value.
@@ -67,24 +58,36 @@ const errorOf = (error: unknown): { readonly code: string | undefined; readonly 
   }
 }
 
+// The route config key under which each registered route keeps the kit's own path for it (the
+// error handler is shared by every route of the plugin, and Fastify's URL carries the prefix).
+const KIT_PATH = "identityKitPath"
+
+/** The kit's path for the route Fastify matched (registered in `config`), else the kit's first route. */
+const kitPathOf = (kit: IdentityKit, request: FastifyRequest): string => {
+  const path: unknown = Reflect.get(request.routeOptions.config, KIT_PATH)
+  return typeof path === "string" ? path : kit.routes[0] ?? "/"
+}
+
+/** The plain request for one Fastify request: Fastify routed it, the kit sees its own path. */
+const plainRequest = (request: FastifyRequest, path: string, body: Uint8Array): PlainRequest => ({
+  method: request.raw.method ?? request.method,
+  path,
+  headers: request.raw.headers,
+  body,
+  remoteAddress: request.raw.socket.remoteAddress
+})
+
 /**
- * The update-identity route as an encapsulated Fastify plugin. Register it with a `prefix` to mount it
- * below a path; `bodyLimit` is the kit's `maxBodyBytes`.
+ * The kit's routes as an encapsulated Fastify plugin. Register it with a `prefix` to mount them below
+ * a path; `bodyLimit` is the kit's `maxBodyBytes`.
  */
 export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (fastify, options) => {
   const { kit, owned } = resolveKit(options)
   if (owned) fastify.addHook("onClose", async () => await kit.dispose())
   const limit = kit.options.maxBodyBytes
-  const route = kit.options.basePath + ROUTE
 
   // Every body as raw bytes, whatever its Content-Type: the API answers a wrong Content-Type or bad
   // JSON with its own 400s (spec V2–V4). Only inside this plugin's scope.
-  // Fastify routed it: the kit sees its own route (below the prefix), with the query kept.
-  const kitUrl = (rawUrl: string | undefined): URL => {
-    const query = rawUrl?.indexOf("?") ?? -1
-    return new URL(route + (query === -1 || rawUrl === undefined ? "" : rawUrl.slice(query)), "http://localhost")
-  }
-
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: limit }, (_request, body, done) => {
     done(null, body)
@@ -98,11 +101,13 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
     const { code, statusCode, message } = errorOf(error)
     // The client went away in the middle of its body: nobody to answer, nothing for the host to log.
     if (request.raw.destroyed || reply.raw.destroyed) return reply.hijack()
-    // A Content-Type Fastify cannot even parse: the API answers it, in the order of spec §2
-    // (a missing Authorization first, then the content type), as on every other host.
+    // A Content-Type Fastify cannot even parse: the program answers it with an empty body, in the
+    // order of spec §2 (a missing Authorization first, then the content type), as on every other host.
     if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
-      const webRequest = toWebRequest(request.raw, { url: kitUrl(request.raw.url), maxBodyBytes: limit, body: new Uint8Array(0) })
-      return await sendResponse(reply, await kit.fetch(webRequest, { remoteAddress: request.raw.socket.remoteAddress }))
+      const plain = plainRequest(request, kitPathOf(kit, request), new Uint8Array(0))
+      return await new Promise<FastifyReply>((resolve) => {
+        kit.handle(plain, (response) => resolve(sendPlainResponse(reply, response)))
+      })
     }
     if (code === undefined || !code.startsWith("FST_ERR_CTP_")) throw error
     const apiError = code === "FST_ERR_CTP_BODY_TOO_LARGE"
@@ -114,22 +119,34 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
       })
       : new InternalError({ cause: error })
     if (apiError._tag === "InternalError") request.log.error({ err: error }, "identity-kit: unexpected error")
-    return await sendResponse(reply, errorResponse(kit, apiError))
+    return sendPlainResponse(reply, kit.answerError(apiError, request.raw.headers))
   })
 
-  fastify.all(route, { bodyLimit: limit }, async (request, reply) => {
-    const signal = abortSignalOf(reply.raw)
-    const url = kitUrl(request.raw.url)
-    // A method fetch cannot carry (TRACE): 405, as for any other method but POST.
-    if (!fetchCanCarry(request.method)) {
-      return await sendResponse(reply, errorResponse(kit, new MethodNotAllowed({ method: request.method })))
-    }
-    // Our parser's Buffer; an empty body when Fastify had none to parse (never the spent stream).
-    const body = Buffer.isBuffer(request.body) ? request.body : new Uint8Array(0)
-    const webRequest = toWebRequest(request.raw, { url, maxBodyBytes: limit, signal, body })
-    const response = await kit.fetch(webRequest, { remoteAddress: request.raw.socket.remoteAddress })
-    // The client is gone and the kit's work was interrupted: nothing to write.
-    if (reply.raw.destroyed) return reply.hijack()
-    return await sendResponse(reply, response)
-  })
+  for (const path of kit.routes) {
+    // A plain (not async) handler that sends when the program answers: no promise per request, and
+    // nothing left pending for Fastify when a client abort cancels the request.
+    fastify.all(path, { bodyLimit: limit, config: { [KIT_PATH]: path } }, (request, reply) => {
+      // Our parser's Buffer; an empty body when Fastify had none to parse (never the spent stream).
+      const body = Buffer.isBuffer(request.body) ? request.body : new Uint8Array(0)
+      const res = reply.raw
+      let answered = false
+      const cancel = kit.handle(plainRequest(request, path, body), (response) => {
+        answered = true
+        // The client is gone (its request was interrupted before this answer): nothing to write.
+        if (res.destroyed) return
+        try {
+          sendPlainResponse(reply, response)
+        } catch (cause) {
+          // As a rejected async handler would: Fastify's error handling, then the host's handler.
+          reply.send(cause instanceof Error ? cause : new Error("identity-kit: the answer could not be sent"))
+        }
+      })
+      // Closed before the answer was written: the client went away, interrupt the request.
+      if (!answered) {
+        res.once("close", () => {
+          if (!answered && !res.writableEnded) cancel()
+        })
+      }
+    })
+  }
 }

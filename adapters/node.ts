@@ -1,8 +1,10 @@
 /**
- * `identity-kit/node`: the bridge between Node's `http` and the kit's fetch handler, shared by the
- * Express and Fastify adapters. `IncomingMessage` → WHATWG `Request` (mount-relative URL, every
- * header, the body streamed or re-encoded from a body parser), `Response` → `ServerResponse`
- * (headers appended to the host's, cookies one by one), client abort → the request fiber interrupted.
+ * `identity-kit/node`: Node's `http` straight into the kit's request program, shared by the Express
+ * and Fastify adapters. `IncomingMessage` → `PlainRequest` (path as sent below the mount point, Node's
+ * own header object, the body read with plain listeners or re-encoded from a body parser), the
+ * `PlainResponse` written with `writeHead`/`end` (headers added to the host's), client abort → the
+ * request fiber interrupted. No WHATWG `Request`/`Response` on this path: that bridge cost ~120 µs
+ * and ~35 KiB a request (issue 7); it lives on only in `kit.fetch`.
  *
  * @example
  * ```ts
@@ -14,11 +16,10 @@
  * // on shutdown: server.close(); await handler.dispose()
  * ```
  */
-import type { IncomingMessage, ServerResponse } from "node:http"
-import { TLSSocket } from "node:tls"
-import { type ApiError, InternalError, MethodNotAllowed, renderError, RouteNotFound } from "../src/Errors.js"
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
+import { InternalError } from "../src/Errors.js"
+import type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "../src/http/plain.js"
 import { type IdentityKit, type IdentityKitOptions, makeIdentityKit } from "../src/IdentityKit.js"
-import { newId } from "../src/domain/Ids.js"
 
 export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/IdentityKit.js"
 
@@ -29,21 +30,6 @@ export type KitOrOptions<E = never> = IdentityKitOptions<E> | { readonly kit: Id
 export const resolveKit = <E>(options: KitOrOptions<E>): { readonly kit: IdentityKit; readonly owned: boolean } =>
   "kit" in options ? { kit: options.kit, owned: false } : { kit: makeIdentityKit(options), owned: true }
 
-/**
- * The request's URL with `path` (default `req.url`) as path and query. Express hands in its
- * mount-relative `req.url`, so the kit sees the same path whatever the mount point.
- */
-export const requestUrl = (req: IncomingMessage, path: string = req.url ?? "/"): URL => {
-  const url = new URL(req.socket instanceof TLSSocket ? "https://localhost" : "http://localhost")
-  // Best effort only: the kit routes on the path, so an odd Host header must not fail the request.
-  if (req.headers.host !== undefined) url.host = req.headers.host
-  // Set path and query separately: `new URL("//x/y", base)` would read "x" as a host.
-  const query = path.indexOf("?")
-  url.pathname = query === -1 ? path : path.slice(0, query)
-  url.search = query === -1 ? "" : path.slice(query)
-  return url
-}
-
 /** The path of a request target as sent (no query), without resolving `.` or `..` segments. */
 export const rawPathname = (target: string | undefined): string => {
   const path = target ?? "/"
@@ -51,112 +37,24 @@ export const rawPathname = (target: string | undefined): string => {
   return query === -1 ? path : path.slice(0, query)
 }
 
-/** Every request header, repeated ones appended in order (`rawHeaders` keeps them apart). */
-export const requestHeaders = (req: IncomingMessage): Headers => {
-  const headers = new Headers()
-  const raw = req.rawHeaders
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]
-    const value = raw[i + 1]
-    // HTTP/2 pseudo-headers (":path") are not headers a Request can carry.
-    if (name === undefined || value === undefined || name.startsWith(":")) continue
-    try {
-      headers.append(name, value)
-    } catch {
-      // Node accepts a few bytes WHATWG Headers rejects; such a header is left out rather than
-      // failing a request that does not need it.
-    }
-  }
-  return headers
-}
-
 /**
  * Whether something (a body parser) already read the body stream. Express 4's body-parser marks
  * `req._body`; Express 5's sets no marker but leaves the stream ended. `'body' in req` says nothing:
  * body-parser sets `req.body` even when it skipped the request (trpc/trpc#7446).
  */
-export const bodyConsumed = (req: IncomingMessage): boolean =>
+const bodyConsumed = (req: IncomingMessage): boolean =>
   Reflect.get(req, "_body") === true || req.readableEnded || (req.complete && !req.readable)
 
 /**
  * A body a parser left in `req.body`, as bytes again: Buffer as is, string as UTF-8, anything else
  * as JSON. `undefined` (Express 5 when nothing was parsed) is an empty body.
  */
-export const encodeParsedBody = (body: unknown): Uint8Array => {
+const encodeParsedBody = (body: unknown): Uint8Array => {
   if (body === undefined) return new Uint8Array(0)
   if (body instanceof Uint8Array) return body
-  if (typeof body === "string") return new TextEncoder().encode(body)
+  if (typeof body === "string") return Buffer.from(body, "utf8")
   const json: unknown = JSON.stringify(body)
-  return typeof json === "string" ? new TextEncoder().encode(json) : new Uint8Array(0)
-}
-
-/**
- * The body stream as a web stream, pulled with backpressure. Cancelling it (the kit stops at its
- * size limit) discards the rest instead of leaving the connection stalled.
- */
-export const streamBody = (req: IncomingMessage): ReadableStream<Uint8Array> => {
-  let settled = false
-  let controller: ReadableStreamDefaultController<Uint8Array> | undefined
-  const onData = (chunk: Buffer | string) => {
-    controller?.enqueue(typeof chunk === "string" ? Buffer.from(chunk) : chunk)
-    if ((controller?.desiredSize ?? 0) <= 0) req.pause()
-  }
-  const settle = () => {
-    settled = true
-    req.off("data", onData)
-    req.off("end", onEnd)
-    req.off("error", onError)
-    req.off("close", onClose)
-  }
-  const onEnd = () => {
-    if (settled) return
-    settle()
-    controller?.close()
-  }
-  const onError = (error: unknown) => {
-    if (settled) return
-    settle()
-    controller?.error(error)
-  }
-  // 'close' without 'end': the client went away in the middle of the body.
-  const onClose = () => onError(new Error("the request body was not received in full"))
-  return new ReadableStream<Uint8Array>({
-    start(c) {
-      controller = c
-      if (req.destroyed) return onClose()
-      req.on("data", onData)
-      req.on("end", onEnd)
-      req.on("error", onError)
-      req.on("close", onClose)
-    },
-    pull() {
-      req.resume()
-    },
-    cancel() {
-      settle()
-      // Drain what is still coming: the answer (413) is written with `Connection: close` when the
-      // client is still sending, see `writeWebResponse`.
-      req.resume()
-    }
-  })
-}
-
-// Methods the fetch standard forbids: `new Request` throws for them.
-const forbiddenMethods = new Set(["CONNECT", "TRACE", "TRACK"])
-
-/** Whether a WHATWG `Request` can carry this method (`TRACE`, `CONNECT`, `TRACK` it cannot). */
-export const fetchCanCarry = (method: string): boolean => !forbiddenMethods.has(method.toUpperCase())
-
-/** How `toWebRequest` builds the request. */
-export interface ToWebRequestOptions {
-  /** The URL the kit sees; default `requestUrl(req)`. */
-  readonly url?: URL | undefined
-  /** A body declared (`Content-Length`) larger than this is not read: the kit answers 413 from the header. */
-  readonly maxBodyBytes: number
-  /** Aborted when the client goes away; interrupts the kit's work on this request. */
-  readonly signal?: AbortSignal | undefined
-  /** The body when the framework already has it (Fastify's content-type parser). */
-  readonly body?: Uint8Array | undefined
+  return typeof json === "string" ? Buffer.from(json, "utf8") : new Uint8Array(0)
 }
 
 /** The `Content-Length` the client declared, if it declared a valid one. */
@@ -165,129 +63,187 @@ const declaredLength = (req: IncomingMessage): number | undefined => {
   return header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined
 }
 
-const copy = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes)
-
 /**
- * `IncomingMessage` → WHATWG `Request`. The body is the one a parser left (re-encoded) when the
- * stream was consumed, else the stream itself — never a wait on an ended stream (better-auth#3295).
- * Throws a `TypeError` for methods fetch cannot carry: check `fetchCanCarry` first.
+ * Reads the request stream with plain listeners, counting bytes against the limit. Past it: stops,
+ * answers "too-large" and lets the rest drain (`resume()`), so the connection is not stalled; the
+ * answer then closes the connection (see `writePlainResponse`). The response's 'close' before the
+ * end means the client went away mid-body (the request's own 'close' fires only after its body).
  */
-export const toWebRequest = (req: IncomingMessage, options: ToWebRequestOptions): Request => {
-  const method = req.method ?? "GET"
-  const headers = requestHeaders(req)
-  const init: RequestInit & { duplex?: "half" } = { method, headers }
-  if (options.signal !== undefined) init.signal = options.signal
-  if (method !== "GET" && method !== "HEAD") {
-    const declared = declaredLength(req)
-    if (options.body !== undefined) {
-      init.body = copy(options.body)
-    } else if (bodyConsumed(req)) {
-      // A parser's value for an empty body (`{}` from express.json()) is not what the client sent.
-      init.body = declared === 0 ? new Uint8Array(0) : copy(encodeParsedBody(Reflect.get(req, "body")))
-    } else {
-      // Too large by its own account: leave the stream unread, the kit answers 413 from the header.
-      if (declared === undefined || declared <= options.maxBodyBytes) {
-        init.body = streamBody(req)
-        init.duplex = "half"
-      }
-    }
+const readRequestBody = (req: IncomingMessage, res: ServerResponse): BodyReader => (limit, done) => {
+  if (req.destroyed || res.destroyed) return done(new Error("the request body was not received in full"))
+  const chunks: Array<Buffer> = []
+  let size = 0
+  let settled = false
+  const settle = () => {
+    settled = true
+    req.off("data", onData)
+    req.off("end", onEnd)
+    req.off("error", onError)
+    res.off("close", onClose)
   }
-  return new Request(options.url ?? requestUrl(req), init)
+  const onData = (chunk: Buffer | string) => {
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "utf8") : chunk
+    size += bytes.length
+    if (size > limit) {
+      settle()
+      req.resume()
+      return done("too-large")
+    }
+    chunks.push(bytes)
+  }
+  const onEnd = () => {
+    settle()
+    const first = chunks[0]
+    done(chunks.length === 1 && first !== undefined ? first : Buffer.concat(chunks, size))
+  }
+  const onError = (error: unknown) => {
+    settle()
+    done(error instanceof Error ? error : new Error("the request body stream failed"))
+  }
+  const onClose = () => onError(new Error("the request body was not received in full"))
+  req.on("data", onData)
+  req.on("end", onEnd)
+  req.on("error", onError)
+  res.on("close", onClose)
+  return () => {
+    if (settled) return
+    settle()
+    req.resume()
+  }
 }
 
-/** An answer rendered through the kit's error table (same JSON shape, type URLs and request id). */
-export const errorResponse = (kit: IdentityKit, error: ApiError): Response => {
-  const { status, body } = renderError(error, newId("req"), kit.options.errorTypeBaseUrl)
-  return Response.json(body, { status, headers: error._tag === "MethodNotAllowed" ? { allow: "POST" } : {} })
-}
+/** A body whose read already ended without bytes: the program gets the same outcome when it reads. */
+const readOutcome = (outcome: "too-large" | Error): BodyReader => (_limit, done) => done(outcome)
 
-/** A signal aborted when the response is closed before it was completely written (client abort). */
-export const abortSignalOf = (res: ServerResponse): AbortSignal => {
-  const controller = new AbortController()
-  // The response's 'close', not the request's: the request's fires as soon as its body has been
-  // read (trpc/trpc#6432).
-  if (res.destroyed) controller.abort()
-  else res.once("close", () => res.writableEnded || controller.abort())
-  return controller.signal
-}
+// Headers Node frames itself (or that only the server may set).
+const framing = new Set(["content-length", "transfer-encoding", "connection", "keep-alive"])
+// Headers that describe our body: ours replace the host's. Every other one is added to the host's.
+const describesBody = new Set(["content-type", "content-encoding", "content-language", "content-location"])
 
-// Headers we do not copy from the Response: Node frames the body itself, cookies go one by one.
-const notCopied = new Set(["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"])
-// Headers that describe our body: ours replace the host's. Every other one is appended to it.
-const replaced = new Set(["content-type", "content-encoding", "content-language", "content-location"])
-
-/** The headers to write, with the rule for each: replace or append to what the host has set. */
-export const responseHeaders = (response: Response): ReadonlyArray<readonly [name: string, value: string, replace: boolean]> => {
-  const out: Array<readonly [string, string, boolean]> = []
-  response.headers.forEach((value, name) => {
-    if (!notCopied.has(name)) out.push([name, value, replaced.has(name)])
-  })
-  for (const cookie of response.headers.getSetCookie()) out.push(["set-cookie", cookie, false])
-  return out
+/**
+ * The value to set for one of our headers, given what the host already set under that name (its
+ * CORS and other headers survive): ours alone for the headers that describe our body or when the host
+ * set none, else the host's values followed by ours. `undefined`: a framing header, not ours to set.
+ */
+export const mergedHeader = (
+  name: string,
+  value: string,
+  existing: number | string | ReadonlyArray<string> | undefined
+): string | Array<string> | undefined => {
+  if (framing.has(name)) return undefined
+  if (existing === undefined || describesBody.has(name)) return value
+  if (typeof existing === "string") return [existing, value]
+  if (typeof existing === "number") return [String(existing), value]
+  return [...existing, value]
 }
 
 /**
- * Writes a WHATWG `Response` to a `ServerResponse`: status, headers appended to those the host set
- * (CORS and the like survive), cookies one by one, body. Nothing is written once the client is gone.
- * When `req` is given and the client is still sending its body, the answer closes the connection
- * (as Fastify does) instead of reading a body nobody wants.
+ * Writes a `PlainResponse` to a `ServerResponse` in one `writeHead` and one `end`: our headers added
+ * to those the host set, Content-Length from the body. Nothing is written once the client is gone.
+ * When the client is still sending its body (we stopped reading at the limit, or never read it),
+ * the answer closes the connection (as Fastify does) instead of reading a body nobody wants.
  */
-export const writeWebResponse = async (res: ServerResponse, response: Response, req?: IncomingMessage): Promise<void> => {
-  // The kit's answers are small JSON documents: buffer them and let Node set Content-Length.
-  const body = response.body === null ? undefined : Buffer.from(await response.arrayBuffer())
+const writePlainResponse = (res: ServerResponse, response: PlainResponse, req: IncomingMessage): void => {
   if (res.destroyed || res.writableEnded) return
   if (res.headersSent) {
     res.end()
     return
   }
-  res.statusCode = response.status
-  for (const [name, value, replace] of responseHeaders(response)) {
-    if (replace || !res.hasHeader(name)) res.setHeader(name, value)
-    else res.appendHeader(name, value)
+  const headers: OutgoingHttpHeaders = {}
+  const ours = response.headers
+  for (const name in ours) {
+    const value = ours[name]
+    if (value === undefined) continue
+    const merged = mergedHeader(name, value, res.getHeader(name))
+    if (merged !== undefined) headers[name] = merged
   }
-  if (req !== undefined && !req.complete) res.setHeader("connection", "close")
-  res.end(body)
+  // Node would frame a string passed to `end` itself, but not after `writeHead`; HEAD has no body.
+  if (req.method !== "HEAD") headers["content-length"] = Buffer.byteLength(response.body, "utf8")
+  if (!req.complete) headers["connection"] = "close"
+  res.writeHead(response.status, headers)
+  res.end(response.body, "utf8")
 }
 
 /** Answers a failure of the adapter itself: 500 with the fixed sentence, logged, never echoed. */
-const answerDefect = async (kit: IdentityKit, res: ServerResponse, cause: unknown): Promise<void> => {
+const answerDefect = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, cause: unknown): void => {
   console.error("identity-kit: the Node adapter failed", cause)
-  if (res.headersSent) {
+  try {
+    if (res.headersSent) res.destroy()
+    else writePlainResponse(res, kit.answerError(new InternalError({ cause }), req.headers), req)
+  } catch {
     res.destroy()
-    return
   }
-  await writeWebResponse(res, errorResponse(kit, new InternalError({ cause })))
+}
+
+/** Runs the program on one request and writes its answer; a client abort interrupts it. */
+const serve = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, path: string, body: PlainBody): void => {
+  const request: PlainRequest = {
+    method: req.method ?? "GET",
+    path,
+    headers: req.headers,
+    body,
+    remoteAddress: req.socket.remoteAddress
+  }
+  const cancel = kit.handle(request, (response) => {
+    try {
+      writePlainResponse(res, response, req)
+    } catch (cause) {
+      answerDefect(kit, req, res, cause)
+    }
+  })
+  // Answered already (the program often completes synchronously once it has the bytes).
+  if (res.writableEnded) return
+  // The response's 'close', not the request's: the request's fires as soon as its body has been
+  // read (trpc/trpc#6432). Closed before our answer was written in full: the client went away.
+  res.once("close", () => {
+    if (!res.writableEnded) cancel()
+  })
 }
 
 /**
- * Serves one request through a kit and writes the answer. `url` is the URL the kit sees (default
- * from `req.url`). Never rejects: a failure of the bridge itself is answered 500 and logged.
+ * Serves one request through a kit and writes the answer. `path` is the path the kit routes on: the
+ * request target as sent, without the query (Express hands in its mount-relative one). Never throws:
+ * a failure of the adapter itself is answered 500 and logged.
+ *
+ * The body: the one a parser left (re-encoded) when the stream was consumed — never a wait on an
+ * ended stream (better-auth#3295). Else, for a POST to a served route whose declared length is within
+ * the limit (the only requests the program reads), the stream is read first and the program starts
+ * with the bytes: it then runs to its answer without waiting in the middle. A request fiber
+ * suspended across the body's arrival cost ~20 µs and ~5 KiB more a request (memory storage): its
+ * objects outlive young-generation collections and V8 starts allocating them in the old generation.
+ * Any other request gets a reader the program does not call: it answers 404, 405 or 413 (from the
+ * header) without the body.
  */
-export const handleNodeRequest = async (
+export const handleNodeRequest = (
   kit: IdentityKit,
   req: IncomingMessage,
   res: ServerResponse,
-  requestedUrl?: URL
-): Promise<void> => {
+  path: string = rawPathname(req.url)
+): void => {
   try {
-    const url = requestedUrl ?? requestUrl(req)
-    const signal = abortSignalOf(res)
-    const method = req.method ?? "GET"
-    // Route on the path as sent: a URL resolves `/x/../v2/…` to the route, and a proxy rule on the
-    // exact path must not be bypassed that way.
-    if (requestedUrl === undefined && !kit.handles(rawPathname(req.url))) {
-      return await writeWebResponse(res, errorResponse(kit, new RouteNotFound({ path: rawPathname(req.url) })), req)
+    // The client is already gone: nobody to answer.
+    if (res.destroyed) return
+    if (bodyConsumed(req)) {
+      // A parser's value for an empty body (`{}` from express.json()) is not what the client sent.
+      const body = declaredLength(req) === 0 ? new Uint8Array(0) : encodeParsedBody(Reflect.get(req, "body"))
+      return serve(kit, req, res, path, body)
     }
-    if (!fetchCanCarry(method)) {
-      // Answered as the kit answers any method but POST: 405 on the route, 404 elsewhere.
-      const error = kit.handles(url.pathname) ? new MethodNotAllowed({ method }) : new RouteNotFound({ path: url.pathname })
-      return await writeWebResponse(res, errorResponse(kit, error), req)
+    const limit = kit.options.maxBodyBytes
+    const declared = declaredLength(req)
+    if (req.method !== "POST" || (declared !== undefined && declared > limit) || !kit.handles(path)) {
+      return serve(kit, req, res, path, readRequestBody(req, res))
     }
-    const request = toWebRequest(req, { url, maxBodyBytes: kit.options.maxBodyBytes, signal })
-    const response = await kit.fetch(request, { remoteAddress: req.socket.remoteAddress })
-    await writeWebResponse(res, response, req)
+    readRequestBody(req, res)(limit, (result) => {
+      try {
+        // The client went away in the middle of its body: nobody to answer, nothing to run.
+        if (res.destroyed) return
+        serve(kit, req, res, path, result instanceof Uint8Array ? result : readOutcome(result))
+      } catch (cause) {
+        answerDefect(kit, req, res, cause)
+      }
+    })
   } catch (cause) {
-    await answerDefect(kit, res, cause).catch(() => res.destroy())
+    answerDefect(kit, req, res, cause)
   }
 }
 
@@ -301,13 +257,11 @@ export interface NodeHandler {
 }
 
 /**
- * A request listener for `http.createServer` (or `https`): the route, and a 404 JSON for any other
+ * A request listener for `http.createServer` (or `https`): the routes, and a 404 JSON for any other
  * path (this handler owns the whole server; use the Express or Fastify adapter to share one).
  */
 export const createNodeHandler = <E = never>(options: KitOrOptions<E>): NodeHandler => {
   const { kit, owned } = resolveKit(options)
-  const handler = (req: IncomingMessage, res: ServerResponse): void => {
-    void handleNodeRequest(kit, req, res)
-  }
+  const handler = (req: IncomingMessage, res: ServerResponse): void => handleNodeRequest(kit, req, res)
   return Object.assign(handler, { kit, dispose: owned ? kit.dispose : () => Promise.resolve() })
 }
