@@ -4,7 +4,7 @@
  */
 import { Clock, Effect } from "effect"
 import { InvalidInput } from "../Errors.js"
-import { utf8Length } from "../domain/Json.js"
+import { type JsonObject, utf8Length } from "../domain/Json.js"
 import type { Identity, RatelimitInput } from "../domain/Model.js"
 import { limits, UpdateIdentityRequest, type UpdateIdentityResponseData } from "../domain/UpdateIdentity.js"
 import { type HandlerRequest, makeEndpoint } from "../http/endpoint.js"
@@ -47,7 +47,8 @@ export const checkMetaSize = (metaJson: string | undefined): Effect.Effect<void,
 /** The success `data`: ratelimits in request order when sent (else by name), left out when empty. */
 export const toResponseData = (
   identity: Identity,
-  requestOrder: ReadonlyArray<RatelimitInput> | undefined
+  requestOrder: ReadonlyArray<RatelimitInput> | undefined,
+  sentMeta?: JsonObject
 ): UpdateIdentityResponseData => {
   let ordered = identity.ratelimits
   if (requestOrder !== undefined) {
@@ -64,7 +65,8 @@ export const toResponseData = (
   return {
     id: identity.id,
     externalId: identity.externalId,
-    meta: identity.meta,
+    // The meta the request sent is what was stored: answered as is, never parsed back.
+    meta: sentMeta ?? identity.meta,
     ...(ratelimits.length > 0 ? { ratelimits } : {})
   }
 }
@@ -103,7 +105,7 @@ export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, r
     },
     now: yield* Clock.currentTimeMillis
   })
-  return toResponseData(identity, ratelimits)
+  return toResponseData(identity, ratelimits, body.meta)
 })
 
 /** `POST /v2/identities.updateIdentity` in the route table. */
