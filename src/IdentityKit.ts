@@ -194,7 +194,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     handles: (path) => served.has(path),
     handle,
     fetch,
-    answerError: (error) => errorResponse(error, newId("req"), resolved),
+    answerError: (error, headers) => errorResponse(error, newId("req"), resolved, headers),
     run,
     admin: {
       createWorkspace: (...args) => run(Admin.createWorkspace(...args)),

@@ -80,7 +80,8 @@ interface PostOptions {
 }
 
 const send = (ctx: Ctx, options: PostOptions = {}) => {
-  const headers = new Headers(options.headers)
+  // As Unkey's SDKs send it (a bare fetch would send `*/*`: see the negotiation scenario).
+  const headers = new Headers({ accept: "application/json", ...options.headers })
   const authorization = options.authorization === undefined ? `Bearer ${ctx.seed.rootKey}` : options.authorization
   if (authorization !== null) headers.set("authorization", authorization)
   const contentType = options.contentType === undefined ? "application/json" : options.contentType
@@ -433,6 +434,29 @@ const scenarios: ReadonlyArray<Scenario> = [
     }
   },
   {
+    name: "error Content-Type is negotiated from Accept; a success is always application/json",
+    run: async (ctx) => {
+      const typeFor = async (accept: string | undefined, authorization?: string) => {
+        const response = await send(ctx, {
+          body: json({ identity: "user_123" }),
+          headers: accept === undefined ? {} : { accept },
+          ...(authorization === undefined ? {} : { authorization })
+        })
+        await response.arrayBuffer()
+        return [response.status, response.headers.get("content-type")]
+      }
+      expect(await typeFor("*/*", "Bearer unknown")).toEqual([401, "application/problem+json"])
+      expect(await typeFor("application/*", "Bearer unknown")).toEqual([401, "application/problem+json"])
+      expect(await typeFor("text/html, application/problem+json;q=0.9", "Bearer unknown")).toEqual([
+        401,
+        "application/problem+json"
+      ])
+      expect(await typeFor("text/html", "Bearer unknown")).toEqual([401, "application/json"])
+      expect(await typeFor("application/json", "Bearer unknown")).toEqual([401, "application/json"])
+      expect(await typeFor("*/*")).toEqual([200, "application/json"])
+    }
+  },
+  {
     name: "a header the host set before us (CORS) survives, on success and on error",
     applies: (host) => host.kind !== "fetch",
     run: async (ctx) => {
@@ -593,7 +617,7 @@ for (const config of hostKinds) {
       const ctx = current()
         const response = await fetch(`${ctx.host.baseUrl}/owned${ROUTE}`, {
           method: "POST",
-          headers: { authorization: `Bearer ${ctx.seed.rootKey}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${ctx.seed.rootKey}`, "content-type": "application/json", accept: "application/json" },
           body: json({ identity: "user_123" })
         })
         // Its memory storage is empty: the shared kit's key is unknown there.

@@ -69,7 +69,9 @@ export type ProvideServices<R> = <A, E>(
 /** The program for a set of routes: `(request, provide) => Effect<PlainResponse>` that never fails. */
 export type RequestProgram = <R>(request: PlainRequest, provide: ProvideServices<R>) => Effect.Effect<PlainResponse, never, R>
 
-const JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/json" }
+const APPLICATION_JSON = "application/json"
+const PROBLEM_JSON = "application/problem+json"
+const JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": APPLICATION_JSON }
 
 const unreadable = () =>
   new InvalidInput({
@@ -104,6 +106,24 @@ const logStorageFailure = (error: StorageError) =>
   Effect.logError("identity-kit: storage failure", error.operation, Cause.fail(error.cause))
 
 /**
+ * The `Content-Type` of an error (identities contract §0.5, as the reference negotiates it):
+ * `application/problem+json` when `Accept` lists it, `application/*` or any type; else
+ * `application/json`. Successes are always `application/json`.
+ */
+export const errorContentType = (accept: string | undefined): string => {
+  if (accept !== undefined) {
+    for (const item of accept.split(",")) {
+      const semicolon = item.indexOf(";")
+      const media = (semicolon === -1 ? item : item.slice(0, semicolon)).trim().toLowerCase()
+      if (media === "application/problem+json" || media === "application/*" || media === "*/*") return PROBLEM_JSON
+    }
+  }
+  return APPLICATION_JSON
+}
+
+const PROBLEM_JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/problem+json" }
+
+/**
  * How the program answers an error: status, body and headers from the one error table; a storage
  * failure with the sentence of the endpoint it happened on.
  */
@@ -111,6 +131,7 @@ export const errorResponse = (
   error: ApiError,
   requestId: string,
   options: ResolvedHttpOptions,
+  headers: PlainRequest["headers"],
   route?: Route
 ): PlainResponse => {
   const rendered = renderError(error, requestId, options.errorTypeBaseUrl)
@@ -123,9 +144,11 @@ export const errorResponse = (
       type: failure.type === undefined ? rendered.body.error.type : options.errorTypeBaseUrl + failure.type
     }
   }
+  const contentType = errorContentType(headerValue(headers, "accept"))
+  const base = contentType === PROBLEM_JSON ? PROBLEM_JSON_HEADERS : JSON_HEADERS
   return {
     status: rendered.status,
-    headers: error._tag === "MethodNotAllowed" ? { ...JSON_HEADERS, allow: "POST" } : JSON_HEADERS,
+    headers: error._tag === "MethodNotAllowed" ? { ...base, allow: "POST" } : base,
     body: JSON.stringify(body)
   }
 }
@@ -173,7 +196,7 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
 
   return <R>(request: PlainRequest, provide: ProvideServices<R>) => {
     const requestId = newId("req", Date.now())
-    const fail = (error: ApiError) => errorResponse(error, requestId, options, byPath.get(request.path))
+    const fail = (error: ApiError) => errorResponse(error, requestId, options, request.headers, byPath.get(request.path))
     return answer(request, requestId, provide).pipe(
       Effect.catchAll((error) =>
         Effect.as(
