@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { assert, expect, layer, type Vitest } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Deferred, Effect, Fiber, Layer, Redacted } from "effect"
 import {
   Admin,
   type AuditEvent,
@@ -92,6 +92,51 @@ const found = (store: IdentityStoreService, workspaceId: string, identity: strin
 
 const update = (store: IdentityStoreService, workspaceId: string, identity: string, patch: Patch, now: number) =>
   store.updateIdentity({ workspaceId, identity, meta: patch.meta, ratelimits: patch.ratelimits, audit, now })
+
+/** The audit entries (without their ids) `audit` writes about `identity` at `time`. */
+const entriesOf = (identity: Identity, time: number) => {
+  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
+  return (event: AuditEvent, display: string, rl?: { readonly id: string; readonly name: string }): Omit<AuditLogEntry, "id"> => ({
+    workspaceId: identity.workspaceId,
+    actorType: "rootkey",
+    actorId: audit.actorId,
+    actorName: audit.actorName,
+    remoteIp: audit.remoteIp,
+    userAgent: audit.userAgent,
+    time,
+    event,
+    display,
+    resources: rl === undefined ? [identityResource] : [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
+  })
+}
+
+/** The ratelimit of `identity` named `name`, or a test failure. */
+const ratelimitOf = (identity: Identity, name: string) => {
+  const found = identity.ratelimits.find((r) => r.name === name)
+  assert.isDefined(found, name)
+  return found ?? { id: "?", name }
+}
+
+/** Every live identity of the workspace, page after page of `limit`; checks each page's cursor. */
+const allPages = (store: IdentityStoreService, workspaceId: string, limit: number, search?: string) =>
+  Effect.gen(function*() {
+    const pages: Array<ReadonlyArray<Identity>> = []
+    let cursor: string | undefined
+    for (;;) {
+      const page = yield* store.listIdentities({ workspaceId, limit, cursor, search })
+      assert.isAtMost(page.identities.length, limit)
+      pages.push(page.identities)
+      if (page.cursor === undefined) return pages
+      // A cursor only with a full page, and it is past every id of that page.
+      assert.strictEqual(page.identities.length, limit)
+      assert.isTrue((page.identities.at(-1)?.id ?? "") < page.cursor)
+      cursor = page.cursor
+      assert.isBelow(pages.length, 100, "pagination ends")
+    }
+  })
+
+const ids = (identities: ReadonlyArray<Identity>) => identities.map((identity) => identity.id)
+const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
 
 // --- the contract ---------------------------------------------------------------------------
 
@@ -498,6 +543,335 @@ export const storageContract = <R, E>(
         assert.strictEqual(log.length, 20 * 2 * size)
       }))
 
+    // --- createIdentity, deleteIdentity, listIdentities (identities contract §1, §3, §4) ----------
+
+    it.effect("createIdentity with audit: identity.create, then ratelimit.create per item in request order", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const created = yield* store.createIdentity({
+          workspaceId,
+          externalId: "audited",
+          meta: { plan: "pro" },
+          ratelimits: [rl("zulu"), rl("alpha", 5, 1000, true), rl("mike")],
+          now: T0 + 7,
+          audit
+        })
+        assert.deepStrictEqual(names(created), ["alpha", "mike", "zulu"])
+        assert.deepStrictEqual(fields(yield* found(store, workspaceId, "audited")), fields(created))
+        const log = yield* store.listAuditLog(workspaceId)
+        for (const e of log) assert.match(e.id, ID("log"))
+        assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length, "entry ids are unique")
+        const entry = entriesOf(created, T0 + 7)
+        const rlOf = (name: string) => ratelimitOf(created, name)
+        assert.deepStrictEqual(log.map(({ id: _, ...rest }) => rest), [
+          entry("identity.create", `Created identity ${created.id}.`),
+          entry("ratelimit.create", `Created ratelimit ${rlOf("zulu").id}.`, rlOf("zulu")),
+          entry("ratelimit.create", `Created ratelimit ${rlOf("alpha").id}.`, rlOf("alpha")),
+          entry("ratelimit.create", `Created ratelimit ${rlOf("mike").id}.`, rlOf("mike"))
+        ])
+
+        // Without ratelimits: one entry. Without audit (admin): none.
+        const bare = yield* store.createIdentity({ workspaceId, externalId: "bare", now: T0 + 8, audit })
+        yield* store.createIdentity({ workspaceId, externalId: "admin_made", ratelimits: [rl("x_1")], now: T0 + 9 })
+        const tail = (yield* store.listAuditLog(workspaceId)).slice(log.length)
+        assert.deepStrictEqual(tail.map(({ id: _, ...rest }) => rest), [
+          entriesOf(bare, T0 + 8)("identity.create", `Created identity ${bare.id}.`)
+        ])
+      }))
+
+    it.effect("createIdentity: a live duplicate externalId (exact, case-sensitive) is IdentityConflict; nothing written", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const first = yield* store.createIdentity({ workspaceId, externalId: "dup", ratelimits: [rl("a_1")], now: T0, audit })
+        const before = yield* store.listAuditLog(workspaceId)
+        const conflict = yield* Effect.flip(
+          store.createIdentity({ workspaceId, externalId: "dup", meta: { x: 1 }, ratelimits: [rl("b_1")], now: T0 + 1, audit })
+        )
+        assert.strictEqual(conflict._tag, "IdentityConflict")
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), before)
+        assert.deepStrictEqual(fields(yield* found(store, workspaceId, "dup")), fields(first))
+        // Another case is another externalId.
+        const upper = yield* store.createIdentity({ workspaceId, externalId: "DUP", now: T0 + 2 })
+        assert.strictEqual((yield* found(store, workspaceId, "DUP")).id, upper.id)
+        assert.strictEqual((yield* found(store, workspaceId, "dup")).id, first.id)
+      }))
+
+    it.effect("concurrent creates of one externalId: exactly one succeeds, one set of audit entries", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const results = yield* Effect.all(
+          Array.from({ length: 8 }, (_, i) =>
+            Effect.either(store.createIdentity({
+              workspaceId,
+              externalId: "racy",
+              meta: { i },
+              ratelimits: [rl("only")],
+              now: T0 + i,
+              audit
+            }))),
+          { concurrency: "unbounded" }
+        )
+        const winners = results.flatMap((result) => result._tag === "Right" ? [result.right] : [])
+        const losers = results.flatMap((result) => result._tag === "Left" ? [result.left._tag] : [])
+        assert.strictEqual(winners.length, 1)
+        assert.deepStrictEqual(losers, Array.from({ length: 7 }, () => "IdentityConflict"))
+        const winner = winners[0]
+        assert.strictEqual((yield* found(store, workspaceId, "racy")).id, winner?.id)
+        const log = yield* store.listAuditLog(workspaceId)
+        assert.deepStrictEqual(log.map((e) => [e.event, e.resources[0]?.id]), [
+          ["identity.create", winner?.id],
+          ["ratelimit.create", winner?.id]
+        ])
+        const page = yield* store.listIdentities({ workspaceId, limit: 100 })
+        assert.deepStrictEqual(ids(page.identities), [winner?.id])
+      }))
+
+    it.effect("deleteIdentity with audit: identity.delete, then ratelimit.delete per ratelimit; rows kept", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const created = yield* store.createIdentity({
+          workspaceId,
+          externalId: "doomed",
+          ratelimits: [rl("zulu"), rl("alpha"), rl("mike")],
+          now: T0
+        })
+        // The set is then given as mike, new_b, zulu: deletions are audited in that order.
+        const updated = yield* update(store, workspaceId, "doomed", { ratelimits: [rl("mike"), rl("new_b"), rl("zulu")] }, T0 + 1)
+        const logBefore = yield* store.listAuditLog(workspaceId)
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "doomed", T0 + 2, audit))
+        const entry = entriesOf(created, T0 + 2)
+        const rlOf = (name: string) => ratelimitOf(updated, name)
+        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)).slice(logBefore.length).map(({ id: _, ...rest }) => rest), [
+          entry("identity.delete", `Deleted identity ${created.id}.`),
+          entry("ratelimit.delete", `Deleted ratelimit ${rlOf("mike").id}.`, rlOf("mike")),
+          entry("ratelimit.delete", `Deleted ratelimit ${rlOf("new_b").id}.`, rlOf("new_b")),
+          entry("ratelimit.delete", `Deleted ratelimit ${rlOf("zulu").id}.`, rlOf("zulu"))
+        ])
+        assert.isNull(yield* store.getIdentity(workspaceId, "doomed"))
+        assert.isNull(yield* store.getIdentity(workspaceId, created.id))
+        assert.deepStrictEqual((yield* store.listIdentities({ workspaceId, limit: 100 })).identities, [])
+
+        // A second, sequential delete: false, nothing written; by id too.
+        const logAfter = yield* store.listAuditLog(workspaceId)
+        assert.isFalse(yield* store.deleteIdentity(workspaceId, "doomed", T0 + 3, audit))
+        assert.isFalse(yield* store.deleteIdentity(workspaceId, created.id, T0 + 3, audit))
+        assert.isFalse(yield* store.deleteIdentity(workspaceId, "nobody", T0 + 3, audit))
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), logAfter)
+
+        // Without ratelimits: one entry. Without audit (admin): none.
+        const plain = yield* store.createIdentity({ workspaceId, externalId: "plain", now: T0 })
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, plain.id, T0 + 4, audit))
+        const quiet = yield* store.createIdentity({ workspaceId, externalId: "quiet", ratelimits: [rl("q_1")], now: T0 })
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, quiet.id, T0 + 5))
+        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)).slice(logAfter.length).map(({ id: _, ...rest }) => rest), [
+          entriesOf(plain, T0 + 4)("identity.delete", `Deleted identity ${plain.id}.`)
+        ])
+      }))
+
+    it.effect("create → delete → create the same externalId: a new id, nothing carried over", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const first = yield* store.createIdentity({ workspaceId, externalId: "phoenix", meta: { v: 1 }, ratelimits: [rl("per_month", 300_000)], now: T0, audit })
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "phoenix", T0 + 1, audit))
+        const second = yield* store.createIdentity({ workspaceId, externalId: "phoenix", ratelimits: [rl("per_month", 20_000)], now: T0 + 2, audit })
+        assert.notStrictEqual(second.id, first.id)
+        const read = yield* found(store, workspaceId, "phoenix")
+        assert.deepStrictEqual(fields(read), fields(second))
+        assert.deepStrictEqual(read.meta, {})
+        assert.notStrictEqual(read.ratelimits[0]?.id, first.ratelimits[0]?.id)
+        assert.isNull(yield* store.getIdentity(workspaceId, first.id))
+        // And delete again (the reference's "Stripe flow": never a failure).
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "phoenix", T0 + 3, audit))
+        const log = yield* store.listAuditLog(workspaceId)
+        assert.deepStrictEqual(log.map((e) => [e.event, e.resources[0]?.id]), [
+          ["identity.create", first.id],
+          ["ratelimit.create", first.id],
+          ["identity.delete", first.id],
+          ["ratelimit.delete", first.id],
+          ["identity.create", second.id],
+          ["ratelimit.create", second.id],
+          ["identity.delete", second.id],
+          ["ratelimit.delete", second.id]
+        ])
+      }))
+
+    it.effect("concurrent deletes of one identity: no failure, at least one true, exactly one set of audit entries", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const results = yield* Effect.all(
+          Array.from({ length: 6 }, (_, i) => store.deleteIdentity(workspaceId, i % 2 === 0 ? "user_1" : identity.id, T0 + 1, audit)),
+          { concurrency: "unbounded" }
+        )
+        assert.include(results, true)
+        const log = yield* store.listAuditLog(workspaceId)
+        assert.deepStrictEqual(log.map((e) => e.event), ["identity.delete", "ratelimit.delete", "ratelimit.delete"])
+        assert.isNull(yield* store.getIdentity(workspaceId, "user_1"))
+      }))
+
+    it.effect("delete racing update: one of the two orders, audit included", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded([rl("alpha"), rl("beta")])
+        const [updated, deleted] = yield* Effect.all([
+          Effect.either(update(store, workspaceId, "user_1", { ratelimits: [rl("gamma")] }, T0 + 1)),
+          store.deleteIdentity(workspaceId, identity.id, T0 + 2, audit)
+        ], { concurrency: "unbounded" })
+        assert.isTrue(deleted)
+        assert.isNull(yield* store.getIdentity(workspaceId, identity.id))
+        const log = (yield* store.listAuditLog(workspaceId)).map((e) => [e.event, e.resources[1]?.name ?? ""].join(" "))
+        if (updated._tag === "Right") {
+          // Update, then delete: the delete lists the set the update left.
+          assert.deepStrictEqual(log, [
+            "identity.update ",
+            "ratelimit.create gamma",
+            "ratelimit.delete alpha",
+            "ratelimit.delete beta",
+            "identity.delete ",
+            "ratelimit.delete gamma"
+          ])
+        } else {
+          assert.strictEqual(updated.left._tag, "IdentityNotFound")
+          assert.deepStrictEqual(log, ["identity.delete ", "ratelimit.delete alpha", "ratelimit.delete beta"])
+        }
+      }))
+
+    it.effect("listIdentities: live identities of the workspace by id (code units), pages of limit, cursor = next page's first id", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const { workspaceId: otherId } = yield* workspace
+        const created: Array<Identity> = []
+        for (let i = 0; i < 12; i++) {
+          created.push(yield* store.createIdentity({
+            workspaceId,
+            externalId: `ext_${i}`,
+            environment: i === 3 ? "staging" : "default",
+            meta: i % 2 === 0 ? { plan: "pro", i } : {},
+            ratelimits: i % 2 === 0 ? [rl("requests", 100), rl("api_calls", 100, 60_000, true)] : [],
+            now: T0 + i
+          }))
+        }
+        const gone = created[5]?.id ?? ""
+        yield* store.deleteIdentity(workspaceId, gone, T0 + 20)
+        yield* store.createIdentity({ workspaceId: otherId, externalId: "ext_0", now: T0 })
+        yield* store.createIdentity({ workspaceId: otherId, externalId: "other", now: T0 })
+        const live = created.filter((identity) => identity.id !== gone)
+        const order = ids(live).sort(byCodeUnits)
+
+        // Every identity as getIdentity answers it (ratelimits by name, meta, environment).
+        const all = yield* store.listIdentities({ workspaceId, limit: 100 })
+        assert.deepStrictEqual(ids(all.identities), order)
+        assert.isUndefined(all.cursor)
+        for (const identity of all.identities) {
+          assert.deepStrictEqual(fields(identity), fields(yield* found(store, workspaceId, identity.id)))
+        }
+        assert.deepStrictEqual(all.identities.find((identity) => identity.externalId === "ext_3")?.environment, "staging")
+
+        // Pages of 5: 5, 5, 1; limit + 1 rows read, so a full last page has no cursor.
+        const pages = yield* allPages(store, workspaceId, 5)
+        assert.deepStrictEqual(pages.map((page) => page.length), [5, 5, 1])
+        assert.deepStrictEqual(pages.flatMap(ids), order)
+        const first = yield* store.listIdentities({ workspaceId, limit: 5 })
+        assert.strictEqual(first.cursor, order[5])
+        assert.isUndefined((yield* store.listIdentities({ workspaceId, limit: 11 })).cursor)
+        const ten = yield* store.listIdentities({ workspaceId, limit: 10 })
+        assert.strictEqual(ten.cursor, order[10])
+        assert.deepStrictEqual(ids((yield* store.listIdentities({ workspaceId, limit: 1, cursor: order[10] })).identities), [order[10]])
+        assert.deepStrictEqual(ids((yield* store.listIdentities({ workspaceId: otherId, limit: 100 })).identities).length, 2)
+        assert.deepStrictEqual(yield* store.listIdentities({ workspaceId: newId("ws"), limit: 100 }), { identities: [] })
+      }))
+
+    it.effect("listIdentities: any string is a cursor, a lower bound in code-unit order (NUL, lone surrogates too)", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        for (let i = 0; i < 8; i++) yield* store.createIdentity({ workspaceId, externalId: `c_${i}`, now: T0 })
+        const order = ids((yield* store.listIdentities({ workspaceId, limit: 100 })).identities)
+        assert.strictEqual(order.length, 8)
+        const third = order[3] ?? ""
+        const cursors = [
+          "",
+          "id_",
+          "ID_",
+          "invalid_cursor_format",
+          "\u0000",
+          "\u0000zzz",
+          third,
+          `${third}\u0000`,
+          `${third}\u0000\u0000`,
+          third.slice(0, -1),
+          `${third.slice(0, -1)}\u0000`,
+          `${third}\ud800`,
+          "\ud800",
+          "\uffff",
+          "😀",
+          "%",
+          "_",
+          "\\",
+          `id_${"z".repeat(300)}`
+        ]
+        for (const cursor of cursors) {
+          const page = yield* store.listIdentities({ workspaceId, limit: 100, cursor })
+          // JavaScript's own `>=` on the very same string is the reference.
+          assert.deepStrictEqual(ids(page.identities), order.filter((id) => id >= cursor), JSON.stringify(cursor))
+        }
+        assert.deepStrictEqual(ids((yield* store.listIdentities({ workspaceId, limit: 100, cursor: `${third}\u0000` })).identities), order.slice(4))
+        assert.deepStrictEqual(ids((yield* store.listIdentities({ workspaceId, limit: 100, cursor: "invalid_cursor_format" })).identities), [])
+      }))
+
+    it.effect("listIdentities search: case-insensitive (ASCII letters) literal substring of id or externalId", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const make = (externalId: string) => store.createIdentity({ workspaceId, externalId, now: T0 })
+        const alice = yield* make("acme_alice")
+        const bob = yield* make("acme_bob")
+        const discount = yield* make("discount_100%_user")
+        // Admin-made externalIds (the API's pattern allows none of these characters).
+        const backslash = yield* make("back\\slash_user")
+        const upper = yield* make("Ärger_É")
+        const lower = yield* make("ärger_é")
+        const emoji = yield* make("emoji_😀")
+        const search = (text: string, limit = 100) =>
+          Effect.map(store.listIdentities({ workspaceId, limit, search: text }), (page) => page.identities.map((i) => i.externalId).sort())
+        const cases: ReadonlyArray<readonly [string, ReadonlyArray<Identity>]> = [
+          ["alice", [alice]],
+          [bob.id, [bob]],
+          [bob.id.toLowerCase(), [bob]],
+          [bob.id.toUpperCase(), [bob]],
+          ["ACME_ALICE", [alice]],
+          ["Acme", [alice, bob]],
+          ["100%", [discount]],
+          ["%", [discount]],
+          ["%_", [discount]],
+          ["b_b", []],
+          ["_b", [bob]],
+          ["\\", [backslash]],
+          ["K\\S", [backslash]],
+          ["does-not-exist", []],
+          ["id_", [alice, bob, discount, backslash, upper, lower, emoji]],
+          // Only A–Z fold: Ä/ä and É/é are different characters here, on every layer.
+          ["ärger", [lower]],
+          ["ÄRGER", [upper]],
+          ["RGER_", [upper, lower]],
+          ["é", [lower]],
+          ["É", [upper]],
+          ["😀", [emoji]],
+          ["\ud83d", []],
+          ["\ud800", []],
+          // NUL: no stored text can hold it.
+          ["ali\u0000ce", []],
+          ["\u0000", []]
+        ]
+        for (const [text, expected] of cases) {
+          assert.deepStrictEqual(yield* search(text), expected.map((i) => i.externalId).sort(), JSON.stringify(text))
+        }
+
+        // Pages of a search, in id order, with the cursor.
+        const acme = [alice, bob].map((i) => i.id).sort(byCodeUnits)
+        const pages = yield* allPages(store, workspaceId, 1, "ACME")
+        assert.deepStrictEqual(pages.map(ids), [[acme[0]], [acme[1]]])
+        // A soft-deleted identity no longer matches.
+        yield* store.deleteIdentity(workspaceId, "acme_alice", T0 + 1)
+        assert.deepStrictEqual(yield* search("acme"), ["acme_bob"])
+      }))
+
     more?.(it)
   })
 
@@ -668,5 +1042,176 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       assert.deepStrictEqual(answered, (yield* found(store, workspaceId, "user_1")).ratelimits.map(
         ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
       ))
+    }))
+}
+
+// --- SQL: create, delete, list ----------------------------------------------------------------
+
+/** Tests for SQL stores of what the contract cannot see: rows kept by a soft delete, create's atomicity. */
+export const sqlIdentitiesSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlClient.SqlClient, true>): void => {
+  it.effect("a soft delete keeps the row (deleted, updated_at untouched) and every ratelimit row", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
+      yield* update(store, workspaceId, "user_1", { meta: `{"v":2}` }, T0 + 1)
+      assert.isTrue(yield* store.deleteIdentity(workspaceId, "user_1", T0 + 2, audit))
+      const rows = yield* sql<{ readonly deleted: boolean; readonly updated_at: string | number }>`
+        SELECT deleted, updated_at FROM identity_kit_identities WHERE id = ${identity.id}`
+      assert.deepStrictEqual(rows.map((row) => [row.deleted, Number(row.updated_at)]), [[true, T0 + 1]])
+      const kept = yield* sql<{ readonly id: string }>`
+        SELECT id FROM identity_kit_ratelimits WHERE identity_id = ${identity.id} ORDER BY id`
+      assert.deepStrictEqual(kept.map((row) => row.id), identity.ratelimits.map((r) => r.id).sort())
+
+      // The externalId is free again; the new identity starts with no ratelimits.
+      const again = yield* store.createIdentity({ workspaceId, externalId: "user_1", now: T0 + 3, audit })
+      const live = yield* sql<{ readonly id: string; readonly deleted: boolean }>`
+        SELECT id, deleted FROM identity_kit_identities WHERE workspace_id = ${workspaceId} AND external_id = 'user_1'`
+      assert.sameDeepMembers(live.map((row) => [row.id, row.deleted]), [[identity.id, true], [again.id, false]])
+      assert.deepStrictEqual((yield* found(store, workspaceId, "user_1")).ratelimits, [])
+    }))
+
+  it.effect("a failure inside a create leaves nothing: no identity, no ratelimit, no audit entry", () =>
+    withExplodingTrigger(Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { store, workspaceId } = yield* workspace
+      const failure = yield* Effect.flip(store.createIdentity({
+        workspaceId,
+        externalId: "half",
+        ratelimits: [rl("alpha"), rl(TRIGGER_NAME)],
+        now: T0,
+        audit
+      }))
+      assert.strictEqual(failure._tag, "StorageError")
+      const [counts] = yield* sql<{ readonly identities: number; readonly ratelimits: number }>`
+        SELECT (SELECT count(*)::int FROM identity_kit_identities WHERE workspace_id = ${workspaceId}) AS identities,
+               (SELECT count(*)::int FROM identity_kit_ratelimits WHERE workspace_id = ${workspaceId}) AS ratelimits`
+      assert.deepStrictEqual(counts, { identities: 0, ratelimits: 0 })
+      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      // The externalId was never taken.
+      const ok = yield* store.createIdentity({ workspaceId, externalId: "half", ratelimits: [rl("alpha")], now: T0, audit })
+      assert.deepStrictEqual(names(ok), ["alpha"])
+    })))
+
+  it.effect("a delete with more ratelimits than the audit ids sent makes the rest, in the same format", () =>
+    Effect.gen(function*() {
+      const { identity, store, workspaceId } = yield* seeded(Array.from({ length: 60 }, (_, i) => rl(`rl_${String(i).padStart(2, "0")}`)))
+      assert.isTrue(yield* store.deleteIdentity(workspaceId, identity.id, T0 + 1, audit))
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.strictEqual(log.length, 61)
+      for (const e of log) assert.match(e.id, ID("log"))
+      assert.strictEqual(new Set(log.map((e) => e.id)).size, 61)
+      assert.deepStrictEqual(log.slice(1).map((e) => e.resources[1]?.name), names(identity))
+    }))
+}
+
+// --- PostgreSQL: races made certain ---------------------------------------------------------
+
+/** Until `probe` answers true (the test's timeout bounds the wait). */
+const eventually = <E, R>(probe: Effect.Effect<boolean, E, R>) =>
+  Effect.gen(function*() {
+    while (!(yield* probe)) yield* Effect.sleep("10 millis")
+  })
+
+/** How many backends wait, directly or behind another waiter, for the transaction of backend `pid`. */
+const waitingFor = (pid: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ readonly n: number }>`
+      WITH RECURSIVE blocked(pid) AS (
+        SELECT a.pid FROM pg_stat_activity a WHERE ${pid}::int = ANY(pg_blocking_pids(a.pid))
+        UNION
+        SELECT a.pid FROM pg_stat_activity a JOIN blocked b ON b.pid = ANY(pg_blocking_pids(a.pid))
+      )
+      SELECT count(*)::int AS n FROM blocked`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)))
+
+/**
+ * Runs `inside` in a transaction on its own connection that holds `identityId`'s row lock, starts
+ * `racers` once it holds it, waits until `count` backends queue behind it, then commits.
+ */
+const behindALock = <A, E, R>(identityId: string, count: number, inside: Effect.Effect<unknown, E, R>, racers: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const locked = yield* Deferred.make<number>()
+    const release = yield* Deferred.make<void>()
+    const holder = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+      yield* inside
+      const [row] = yield* sql<{ readonly pid: number }>`
+        SELECT pg_backend_pid() AS pid FROM identity_kit_identities WHERE id = ${identityId} FOR UPDATE`
+      yield* Deferred.succeed(locked, row?.pid ?? -1)
+      yield* Deferred.await(release)
+    })))
+    const pid = yield* Deferred.await(locked)
+    const racing = yield* Effect.fork(racers)
+    yield* eventually(Effect.map(waitingFor(pid), (n) => n >= count))
+    yield* Deferred.succeed(release, undefined)
+    yield* Fiber.join(holder)
+    return yield* Fiber.join(racing)
+  })
+
+/**
+ * Races on a server with several connections, made certain with a row lock held by a transaction
+ * (on PGlite, one connection, they cannot happen): both deletes have found the identity before
+ * either writes.
+ */
+export const postgresRaceSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlClient.SqlClient, true>): void => {
+  it.effect("two deletes that both found the identity: both true, exactly one set of audit entries", () =>
+    Effect.gen(function*() {
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha"), rl("beta")])
+      const results = yield* behindALock(
+        identity.id,
+        2,
+        Effect.void,
+        Effect.all([
+          store.deleteIdentity(workspaceId, "user_1", T0 + 1, audit),
+          store.deleteIdentity(workspaceId, identity.id, T0 + 1, audit)
+        ], { concurrency: "unbounded" })
+      )
+      assert.deepStrictEqual(results, [true, true])
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.map((e) => e.event), ["identity.delete", "ratelimit.delete", "ratelimit.delete"])
+      assert.isFalse(yield* store.deleteIdentity(workspaceId, "user_1", T0 + 2, audit))
+    }))
+
+  it.effect("a delete that waited for an update lists the ratelimits the update left", () =>
+    Effect.gen(function*() {
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha"), rl("beta")])
+      // The update runs in the lock holder's transaction: the delete found the identity (and its
+      // old ratelimits, in its first snapshot) before the update committed.
+      const deleted = yield* behindALock(
+        identity.id,
+        1,
+        update(store, workspaceId, "user_1", { ratelimits: [rl("gamma")] }, T0 + 1),
+        store.deleteIdentity(workspaceId, "user_1", T0 + 2, audit)
+      )
+      assert.isTrue(deleted)
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.slice(-2).map((e) => [e.event, e.resources[1]?.name ?? ""]), [
+        ["identity.delete", ""],
+        ["ratelimit.delete", "gamma"]
+      ])
+    }))
+
+  it.effect("creates of one externalId queued behind a lock: exactly one succeeds", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { identity, store, workspaceId } = yield* seeded()
+      // The holder soft-deletes user_1 and keeps the transaction open: every create of user_1
+      // waits on the unique index entry until it commits, then one of them wins.
+      const results = yield* behindALock(
+        identity.id,
+        3,
+        sql`UPDATE identity_kit_identities SET deleted = true WHERE id = ${identity.id}`,
+        Effect.all(
+          Array.from({ length: 3 }, (_, i) =>
+            Effect.either(store.createIdentity({ workspaceId, externalId: "user_1", now: T0 + i, audit }))),
+          { concurrency: "unbounded" }
+        )
+      )
+      assert.strictEqual(results.filter((result) => result._tag === "Right").length, 1)
+      assert.deepStrictEqual(
+        results.flatMap((result) => result._tag === "Left" ? [result.left._tag] : []),
+        ["IdentityConflict", "IdentityConflict"]
+      )
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.map((e) => e.event), ["identity.create"])
     }))
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Layer } from "effect"
-import { IdentityStore, newId } from "identity-kit"
+import { type IdentityPage, IdentityStore, newId } from "identity-kit"
 import { layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql } from "identity-kit/sql"
 import { base58 } from "../src/domain/Ids.js"
@@ -119,13 +119,88 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const { store, workspaceId } = yield* seed
         const sql = yield* SqlClient.SqlClient
         const before = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements`
-        assert.deepStrictEqual(before, [])
+        assert.deepStrictEqual(before.map((row) => row.name), ["identity_kit_create_identity_1"], "the seed's create")
         assert.isNull(yield* store.findRootKey("no-such-hash"))
         yield* store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"i":1}`, audit, now: T0 + 1 })
         yield* store.updateIdentity({ workspaceId, identity: "user_1", ratelimits: [], audit, now: T0 + 2 })
         const prepared = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`
-        assert.deepStrictEqual(prepared.map((row) => row.name), ["identity_kit_find_root_key_1", "identity_kit_update_identity_2"])
+        assert.deepStrictEqual(prepared.map((row) => row.name), [
+          "identity_kit_create_identity_1",
+          "identity_kit_find_root_key_1",
+          "identity_kit_update_identity_2"
+        ])
+        // The other endpoints' statements too.
+        yield* store.getIdentity(workspaceId, "user_1")
+        yield* store.listIdentities({ workspaceId, limit: 10 })
+        yield* store.listIdentities({ workspaceId, limit: 10, search: "user" })
+        yield* store.deleteIdentity(workspaceId, "user_1", T0 + 3, audit)
+        const all = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`
+        assert.deepStrictEqual(all.map((row) => row.name), [
+          "identity_kit_create_identity_1",
+          "identity_kit_delete_identity_1",
+          "identity_kit_find_root_key_1",
+          "identity_kit_get_identity_1",
+          "identity_kit_list_identities_1",
+          "identity_kit_search_identities_1",
+          "identity_kit_update_identity_2"
+        ])
       }))
+
+    it.effect("a page of a 10,000-identity workspace is an index scan that reads limit + 1 rows", () =>
+      Effect.gen(function*() {
+        const store = yield* IdentityStore
+        const sql = yield* SqlClient.SqlClient
+        const workspaceId = newId("ws")
+        // The workspace, soft-deleted rows in it, and a neighbour as big, with ratelimits.
+        yield* sql`INSERT INTO identity_kit_identities (id, workspace_id, external_id, meta, deleted, created_at)
+                   SELECT 'id_' || md5(w || ':' || g), CASE w WHEN 0 THEN ${workspaceId} ELSE 'ws_neighbour' END,
+                          'ext_' || g, '{}', g % 10 = 0 AND w = 0, ${T0}::bigint
+                   FROM generate_series(0, 1) w, generate_series(1, 11000) g`
+        yield* sql`INSERT INTO identity_kit_ratelimits (id, workspace_id, identity_id, name, "limit", duration, created_at)
+                   SELECT 'rl_' || md5(i.id), i.workspace_id, i.id, 'requests', 10, 1000, ${T0}::bigint
+                   FROM identity_kit_identities i WHERE i.workspace_id IN (${workspaceId}, 'ws_neighbour')`
+        yield* sql`ANALYZE identity_kit_identities`
+        yield* sql`ANALYZE identity_kit_ratelimits`
+
+        // Through the store: the statement is prepared on the pool's one connection, the one
+        // `sql` uses too, where EXPLAIN can execute it by name.
+        const first = yield* store.listIdentities({ workspaceId, limit: 100 })
+        assert.strictEqual(first.identities.length, 100)
+        assert.isDefined(first.cursor)
+        const cursor = first.cursor ?? ""
+        const plans: Array<string> = []
+        for (const mode of ["force_custom_plan", "force_generic_plan"]) {
+          yield* sql.unsafe(`SET plan_cache_mode = ${mode}`)
+          for (const from of ["", cursor]) {
+            const rows = yield* sql.unsafe<{ readonly "QUERY PLAN": string }>(
+              `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+               EXECUTE identity_kit_list_identities_1('${workspaceId}', '${from}', 101)`
+            )
+            const plan = rows.map((row) => row["QUERY PLAN"]).join("\n")
+            plans.push(`${mode}, cursor ${from === "" ? "none" : "mid"}:\n${plan}`)
+            const lines = plan.split("\n")
+            assert.match(lines[0] ?? "", /^Limit \(actual rows=101 loops=1\)/, plan)
+            const scan = lines.find((line) => line.includes("on identity_kit_identities i"))
+            assert.match(scan ?? "", /Index Scan using identity_kit_identities_live_workspace_id on identity_kit_identities i \(actual rows=101 loops=1\)/, plan)
+            assert.notMatch(plan, /Seq Scan on identity_kit_identities|Sort/, plan)
+          }
+        }
+        yield* sql`RESET plan_cache_mode`
+        if (process.env["SHOW_PLANS"] !== undefined) console.log(plans.join("\n\n"))
+
+        // And the pages walk the whole workspace: 9,900 live identities, each once, in order.
+        let seen = first.identities.length
+        let last = first.identities.at(-1)?.id ?? ""
+        let next: string | undefined = first.cursor
+        while (next !== undefined) {
+          const page: IdentityPage = yield* store.listIdentities({ workspaceId, limit: 100, cursor: next })
+          assert.isTrue(last < (page.identities[0]?.id ?? ""))
+          seen += page.identities.length
+          last = page.identities.at(-1)?.id ?? last
+          next = page.cursor
+        }
+        assert.strictEqual(seen, 9900)
+      }), 60_000)
   })
 
   layer(storageIn(`${schema}_cancel`, 4), { excludeTestServices: true })((it) => {

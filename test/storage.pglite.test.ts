@@ -7,7 +7,7 @@ import { assert } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { layerPgliteClient } from "identity-kit/pglite"
 import { layerMigrations, layerSql } from "identity-kit/sql"
-import { sqlFailureSuite, sqlHotPathSuite, storageContract } from "./storage-contract.js"
+import { sqlFailureSuite, sqlHotPathSuite, sqlIdentitiesSuite, storageContract } from "./storage-contract.js"
 
 // One PGlite for the whole file (it takes seconds to boot); the SqlClient is exposed for the
 // failure tests, which install a trigger, and for the transaction tests.
@@ -16,6 +16,7 @@ const pglite = layerSql.pipe(Layer.provide(layerMigrations), Layer.provideMerge(
 storageContract("pglite", pglite, (it) => {
   sqlFailureSuite(it)
   sqlHotPathSuite(it)
+  sqlIdentitiesSuite(it)
 
   it.effect("a statement from another fiber never lands inside a transaction", () =>
     Effect.gen(function*() {

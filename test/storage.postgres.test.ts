@@ -14,7 +14,13 @@ import { makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
 import { migrations } from "../src/storage/migrations.js"
-import { sqlFailureSuite, sqlHotPathSuite, storageContract } from "./storage-contract.js"
+import {
+  postgresRaceSuite,
+  sqlFailureSuite,
+  sqlHotPathSuite,
+  sqlIdentitiesSuite,
+  storageContract
+} from "./storage-contract.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
 
@@ -47,6 +53,8 @@ describe.runIf(DATABASE_URL)("postgres", () => {
   storageContract("postgres", postgres, (it) => {
     sqlFailureSuite(it)
     sqlHotPathSuite(it)
+    sqlIdentitiesSuite(it)
+    postgresRaceSuite(it)
 
     it.effect("migrations are idempotent: a second run applies nothing", () =>
       Effect.gen(function*() {
@@ -72,6 +80,8 @@ describe.runIf(DATABASE_URL)("postgres through a host's own PgClient", () => {
   storageContract("postgres (host's PgClient)", storage, (it) => {
     sqlFailureSuite(it)
     sqlHotPathSuite(it)
+    sqlIdentitiesSuite(it)
+    postgresRaceSuite(it)
   })
 })
 

@@ -66,7 +66,13 @@ export interface AuditResource {
 }
 
 /** The events this package writes to the audit log. */
-export type AuditEvent = "identity.update" | "ratelimit.create" | "ratelimit.update" | "ratelimit.delete"
+export type AuditEvent =
+  | "identity.create"
+  | "identity.update"
+  | "identity.delete"
+  | "ratelimit.create"
+  | "ratelimit.update"
+  | "ratelimit.delete"
 
 /** One audit log entry (spec §5.3). */
 export interface AuditLogEntry {

@@ -7,6 +7,7 @@ import { Context, type Effect } from "effect"
 import type { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
 import type { JsonObject } from "../domain/Json.js"
 import type {
+  AuditContext,
   AuditLogEntry,
   Identity,
   IdentityUpdate,
@@ -23,6 +24,29 @@ export interface NewIdentity {
   readonly environment?: string | undefined
   readonly meta?: JsonObject | undefined
   readonly ratelimits?: ReadonlyArray<RatelimitInput> | undefined
+}
+
+/** A page of `listIdentities`. */
+export interface IdentityListQuery {
+  readonly workspaceId: string
+  /** Most identities on the page (1..100). */
+  readonly limit: number
+  /** Only identities whose id is ≥ this (code-unit order); `undefined` from the start. Any string. */
+  readonly cursor?: string | undefined
+  /**
+   * Only identities whose id or externalId contains this as a literal (`%`, `_` and `\` match
+   * themselves): ASCII letters A–Z case-insensitively, every other character exactly (what
+   * PostgreSQL's `lower(… COLLATE "C")` does on any locale). Already trimmed; `undefined` for no
+   * filter. Any string.
+   */
+  readonly search?: string | undefined
+}
+
+/** One page of live identities, by id ascending, each with its ratelimits (by name). */
+export interface IdentityPage {
+  readonly identities: ReadonlyArray<Identity>
+  /** The id of the first identity of the next page; `undefined` on the last page. */
+  readonly cursor?: string | undefined
 }
 
 /** What `updateRootKey` may change; a field left out keeps its value. */
@@ -53,18 +77,34 @@ export interface IdentityStoreService {
   readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, StorageError>
   /** Changes a root key's state in one step; `null` when there is no key with this id. */
   readonly updateRootKey: (id: string, patch: RootKeyPatch) => Effect.Effect<RootKey | null, StorageError>
-  /** Creates an identity with its ratelimits. Fails if a live identity has this externalId. */
+  /**
+   * Creates an identity with its ratelimits (ids in request order), in one transaction; with
+   * `audit`, also its audit entries (`identity.create`, then one `ratelimit.create` per ratelimit).
+   * Fails with `IdentityConflict` if a live identity of the workspace has this externalId.
+   */
   readonly createIdentity: (
-    identity: NewIdentity & { readonly now: number }
+    identity: NewIdentity & { readonly now: number; readonly audit?: AuditContext | undefined }
   ) => Effect.Effect<Identity, IdentityConflict | StorageError>
   /** The live identity with this id or externalId in the workspace, ratelimits by name. */
   readonly getIdentity: (workspaceId: string, identity: string) => Effect.Effect<Identity | null, StorageError>
-  /** Soft-deletes the live identity with this id or externalId; false when there was none. */
+  /**
+   * Soft-deletes the live identity with this id or externalId (an id match wins); its ratelimit rows
+   * stay and its `updatedAt` is left as it was (as the reference does). With `audit`, writes
+   * `identity.delete` and one `ratelimit.delete` per ratelimit in the same transaction. `false` when
+   * there was no live one. When a concurrent delete of the same identity won, answers `true` and
+   * writes no audit entry.
+   */
   readonly deleteIdentity: (
     workspaceId: string,
     identity: string,
-    now: number
+    now: number,
+    audit?: AuditContext | undefined
   ) => Effect.Effect<boolean, StorageError>
+  /**
+   * One page of the workspace's live identities by id (keyset: `id >= cursor`, `limit + 1` rows
+   * read to know whether there is a next page), filtered by `search`.
+   */
+  readonly listIdentities: (query: IdentityListQuery) => Effect.Effect<IdentityPage, StorageError>
   /** The workspace's audit entries, oldest first. */
   readonly listAuditLog: (workspaceId: string) => Effect.Effect<ReadonlyArray<AuditLogEntry>, StorageError>
 }

@@ -1,9 +1,10 @@
 /**
- * The replace-set rule of spec §5.2 and the audit entries of §5.3, shared by storage layers that
- * compute the change in JavaScript.
+ * The replace-set rule of spec §5.2, the audit entries of §5.3 and of create/delete, shared by
+ * storage layers that compute the change in JavaScript; and the rule of `listIdentities`' cursor
+ * and search, shared by every layer.
  */
 import { newId } from "../domain/Ids.js"
-import type { AuditLogEntry, IdentityUpdate, Ratelimit, RatelimitInput } from "../domain/Model.js"
+import type { AuditContext, AuditLogEntry, IdentityUpdate, Ratelimit, RatelimitInput } from "../domain/Model.js"
 
 /** What replacing an identity's ratelimit set does. */
 export interface RatelimitPlan {
@@ -79,4 +80,122 @@ export const updateAuditEntries = (
     })
   }
   return entries
+}
+
+/** Who wrote it and when: the fields every audit entry of one request shares. */
+const auditBase = (workspaceId: string, audit: AuditContext, now: number) => ({
+  workspaceId,
+  actorType: "rootkey" as const,
+  actorId: audit.actorId,
+  actorName: audit.actorName,
+  remoteIp: audit.remoteIp,
+  userAgent: audit.userAgent,
+  time: now
+})
+
+/**
+ * The audit entries of a create (identities contract §1 step 4): `identity.create`, then one
+ * `ratelimit.create` per ratelimit in request order. Displays end with a period, as the reference's.
+ */
+export const createAuditEntries = (
+  identity: { readonly id: string; readonly workspaceId: string; readonly externalId: string },
+  ratelimits: ReadonlyArray<{ readonly id: string; readonly name: string }>,
+  audit: AuditContext,
+  now: number
+): Array<AuditLogEntry> => {
+  const base = auditBase(identity.workspaceId, audit, now)
+  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
+  return [
+    {
+      ...base,
+      id: newId("log", now),
+      event: "identity.create",
+      display: `Created identity ${identity.id}.`,
+      resources: [identityResource]
+    },
+    ...ratelimits.map((rl): AuditLogEntry => ({
+      ...base,
+      id: newId("log", now),
+      event: "ratelimit.create",
+      display: `Created ratelimit ${rl.id}.`,
+      resources: [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
+    }))
+  ]
+}
+
+/**
+ * The audit entries of a delete (contract §4): `identity.delete`, then one `ratelimit.delete` per
+ * ratelimit (whose rows stay), in the order the set was last given, as updateIdentity's deletions.
+ */
+export const deleteAuditEntries = (
+  identity: { readonly id: string; readonly workspaceId: string; readonly externalId: string },
+  ratelimits: ReadonlyArray<{ readonly id: string; readonly name: string }>,
+  audit: AuditContext,
+  now: number
+): Array<AuditLogEntry> => {
+  const base = auditBase(identity.workspaceId, audit, now)
+  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
+  return [
+    {
+      ...base,
+      id: newId("log", now),
+      event: "identity.delete",
+      display: `Deleted identity ${identity.id}.`,
+      resources: [identityResource]
+    },
+    ...ratelimits.map((rl): AuditLogEntry => ({
+      ...base,
+      id: newId("log", now),
+      event: "ratelimit.delete",
+      display: `Deleted ratelimit ${rl.id}.`,
+      resources: [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
+    }))
+  ]
+}
+
+// --- listIdentities: one rule for every layer -------------------------------------------------
+
+// PostgreSQL text is UTF-8 and cannot hold a lone UTF-16 surrogate: drivers turn one in a text
+// parameter into U+FFFD. Doing the same here, on every layer, makes that explicit.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+/** `text` with each lone surrogate replaced by U+FFFD, as a PostgreSQL driver sends it. */
+export const wellFormed = (text: string): string => text.replace(LONE_SURROGATE, "\uFFFD")
+
+/**
+ * ASCII-only lower case: `A`–`Z` become `a`–`z`, every other character stays. This is exactly
+ * PostgreSQL's `lower(x COLLATE "C")`, whatever the database's locale; `lower()` under a locale
+ * (and JavaScript's `toLowerCase`) fold other letters too, and each its own way (`İ`: PostgreSQL
+ * C.UTF-8 gives `i`, JavaScript `i̇`), so no other rule gives the same answers on every layer.
+ */
+export const asciiLower = (text: string): string =>
+  /[A-Z]/.test(text) ? text.replace(/[A-Z]+/g, (upper) => upper.toLowerCase()) : text
+
+/** A `listIdentities` query as every layer applies it (see `listBounds`). */
+export interface ListBounds {
+  /** Ids `>=` this, in code-unit order ("" = from the start). Never contains NUL. */
+  readonly from: string
+  /** `asciiLower` of the search text, matched as a substring; `undefined` = no filter. */
+  readonly needle: string | undefined
+  /** The search contains NUL: no stored id or externalId can (PostgreSQL text cannot hold it). */
+  readonly matchesNothing: boolean
+}
+
+/**
+ * The bounds of a page, from client strings that may hold anything:
+ * - a cursor with NUL is cut at its first NUL `p`, and `id >= cursor` becomes `id >= p + "\u0001"`,
+ *   which is exactly `id > p`: for strings without NUL (every id) both select the same ids;
+ * - a search with NUL matches nothing; otherwise its ASCII letters are folded (`asciiLower`), and
+ *   it matches an id or externalId whose `asciiLower` contains it as a literal substring (`%`,
+ *   `_`, `\` are plain characters);
+ * - lone surrogates in either become U+FFFD (`wellFormed`).
+ */
+export const listBounds = (cursor: string | undefined, search: string | undefined): ListBounds => {
+  let from = cursor === undefined ? "" : wellFormed(cursor)
+  const nul = from.indexOf("\u0000")
+  if (nul >= 0) from = from.slice(0, nul) + "\u0001"
+  if (search === undefined) return { from, needle: undefined, matchesNothing: false }
+  return search.includes("\u0000")
+    ? { from, needle: undefined, matchesNothing: true }
+    : { from, needle: asciiLower(wellFormed(search)), matchesNothing: false }
 }

@@ -16,13 +16,38 @@ import {
   RootKeyEvents,
   type RootKeyEventsService
 } from "../services/RootKeyEvents.js"
-import { planRatelimitChanges, updateAuditEntries } from "./internal.js"
+import {
+  asciiLower,
+  createAuditEntries,
+  deleteAuditEntries,
+  listBounds,
+  planRatelimitChanges,
+  updateAuditEntries,
+  wellFormed
+} from "./internal.js"
 
 interface StoredIdentity extends Omit<Identity, "meta" | "ratelimits"> {
   readonly metaJson: string
 }
 
 const parseMeta = (json: string): JsonObject => JSON.parse(json)
+
+/** The first index of `sorted` whose value is `>= value` (code-unit order), `sorted.length` if none. */
+const lowerBound = (sorted: ReadonlyArray<string>, value: string): number => {
+  let low = 0
+  let high = sorted.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if ((sorted[middle] ?? "") < value) low = middle + 1
+    else high = middle
+  }
+  return low
+}
+
+// What `search` is matched against: id and externalId as SQL stores and folds them (see
+// `listBounds`), joined by NUL, which no needle contains, so a match never straddles the two.
+const searchText = (id: string, externalId: string) =>
+  `${asciiLower(wellFormed(id))}\u0000${asciiLower(wellFormed(externalId))}`
 
 /** A fresh, empty in-memory store (each call has its own data); `publish` hears root-key and workspace changes. */
 const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService => {
@@ -44,8 +69,33 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
   const liveByExternal = new Map<string, string>()
   const externalKey = (workspaceId: string, externalId: string) => `${workspaceId}\u0000${externalId}`
 
-  // Spec §1: an id match wins over an externalId match.
+  // Live ids by workspace, sorted (code-unit order, as SQL's `COLLATE "C"` on these ASCII ids):
+  // a page is a binary search and a walk of the rows it reads. Insert and delete move the tail of
+  // the array (a memmove, fine for the workspaces a test or a small host keeps in memory).
+  const liveIds = new Map<string, Array<string>>()
+  const searchTexts = new Map<string, string>() // by identity id
+
+  const addLive = (stored: StoredIdentity) => {
+    liveByExternal.set(externalKey(stored.workspaceId, stored.externalId), stored.id)
+    searchTexts.set(stored.id, searchText(stored.id, stored.externalId))
+    let ids = liveIds.get(stored.workspaceId)
+    if (ids === undefined) liveIds.set(stored.workspaceId, ids = [])
+    ids.splice(lowerBound(ids, stored.id), 0, stored.id)
+  }
+
+  const removeLive = (stored: StoredIdentity) => {
+    liveByExternal.delete(externalKey(stored.workspaceId, stored.externalId))
+    searchTexts.delete(stored.id)
+    const ids = liveIds.get(stored.workspaceId)
+    if (ids === undefined) return
+    const at = lowerBound(ids, stored.id)
+    if (ids[at] === stored.id) ids.splice(at, 1)
+  }
+
+  // Spec §1: an id match wins over an externalId match. A string with NUL names nothing, as on
+  // SQL, where no text can hold it.
   const find = (workspaceId: string, identity: string): StoredIdentity | undefined => {
+    if (identity.includes("\u0000")) return undefined
     const byId = identities.get(identity)
     if (byId !== undefined && byId.workspaceId === workspaceId && !byId.deleted) return byId
     const id = liveByExternal.get(externalKey(workspaceId, identity))
@@ -128,17 +178,21 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
           createdAt: input.now,
           updatedAt: null
         }
+        // Request order: ids are made in it, and the set keeps it (deletions are audited in it).
+        const created = (input.ratelimits ?? []).map((rl): Ratelimit => ({
+          id: newId("rl", input.now),
+          name: rl.name,
+          limit: rl.limit,
+          duration: rl.duration,
+          autoApply: rl.autoApply,
+          createdAt: input.now,
+          updatedAt: null
+        }))
+        const entries = input.audit === undefined ? [] : createAuditEntries(stored, created, input.audit, input.now)
         identities.set(stored.id, stored)
-        liveByExternal.set(externalKey(stored.workspaceId, stored.externalId), stored.id)
-        ratelimits.set(
-          stored.id,
-          (input.ratelimits ?? []).map((rl) => ({
-            id: newId("rl", input.now),
-            ...rl,
-            createdAt: input.now,
-            updatedAt: null
-          }))
-        )
+        addLive(stored)
+        ratelimits.set(stored.id, created)
+        audit.push(...entries)
         return view(stored)
       }).pipe(
         Effect.flatMap((identity) =>
@@ -154,13 +208,39 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         return stored === undefined ? null : view(stored)
       }),
 
-    deleteIdentity: (workspaceId, identity, now) =>
+    // `updatedAt` is left as it was, as the reference's soft delete does; the audit entry has the time.
+    // Calls run one at a time, so a "concurrent" second delete finds nothing live and answers false.
+    deleteIdentity: (workspaceId, identity, now, context) =>
       attempt("deleteIdentity", () => {
         const stored = find(workspaceId, identity)
         if (stored === undefined) return false
-        identities.set(stored.id, { ...stored, deleted: true, updatedAt: now })
-        liveByExternal.delete(externalKey(stored.workspaceId, stored.externalId))
+        const kept = ratelimits.get(stored.id) ?? []
+        const entries = context === undefined ? [] : deleteAuditEntries(stored, kept, context, now)
+        identities.set(stored.id, { ...stored, deleted: true })
+        removeLive(stored)
+        audit.push(...entries)
         return true
+      }),
+
+    listIdentities: (query) =>
+      attempt("listIdentities", () => {
+        const bounds = listBounds(query.cursor, query.search)
+        const ids = liveIds.get(query.workspaceId)
+        if (ids === undefined || bounds.matchesNothing) return { identities: [] }
+        const { needle } = bounds
+        const page: Array<StoredIdentity> = []
+        // `limit + 1` rows read, as SQL: the last one only says where the next page starts.
+        for (let at = lowerBound(ids, bounds.from); at < ids.length && page.length <= query.limit; at++) {
+          const id = ids[at] ?? ""
+          if (needle !== undefined && !(searchTexts.get(id) ?? "").includes(needle)) continue
+          const stored = identities.get(id)
+          if (stored !== undefined) page.push(stored)
+        }
+        const next = page.length > query.limit ? page[query.limit] : undefined
+        return {
+          identities: page.slice(0, query.limit).map(view),
+          ...(next === undefined ? {} : { cursor: next.id })
+        }
       }),
 
     listAuditLog: (workspaceId) => attempt("listAuditLog", () => audit.filter((entry) => entry.workspaceId === workspaceId))

@@ -380,6 +380,92 @@ BEGIN
 END
 $fn$`
 
+/** Name of the index behind `listIdentities`' pages: a workspace's live ids in byte order. */
+export const LIVE_ID_INDEX = "identity_kit_identities_live_workspace_id"
+
+/**
+ * `listIdentities` (migration 0005) reads a page as `workspace_id = $1 AND NOT deleted AND
+ * id COLLATE "C" >= $cursor ORDER BY id COLLATE "C" LIMIT n`: this index answers it with an index
+ * scan that stops after n rows, whatever the workspace's size and the database's default collation.
+ * (Plain CREATE INDEX: migrations run in a transaction, where CONCURRENTLY is refused; it holds off
+ * writes to the table while it is built.)
+ */
+const liveIdIndex = `CREATE INDEX IF NOT EXISTS ${LIVE_ID_INDEX}
+  ON identity_kit_identities (workspace_id, id COLLATE "C") WHERE NOT deleted`
+
+/**
+ * The soft delete of identities contract §4 in one call (migration 0005), so one round trip and one
+ * (implicit) transaction. Answers whether a live identity with this id or externalId (an id match
+ * wins) was found in the workspace.
+ *
+ * 1. Find it (no lock): none → false.
+ * 2. `UPDATE … SET deleted = true WHERE id = v_id AND NOT deleted` (`updated_at` untouched, as the
+ *    reference). Under READ COMMITTED a concurrent delete of the same row makes it wait, then find
+ *    the row deleted and change nothing: that delete won, so answer true and write no audit
+ *    (Decision 2). A concurrent updateIdentity holding the row lock makes it wait too, then go on.
+ * 3. The audit entries (`p_log_ids` NULL: none), `identity.delete` then one `ratelimit.delete` per
+ *    ratelimit (rows kept) in the order the set was last given. Why a function and not one CTE
+ *    statement: this statement takes a fresh snapshot after 2 holds the row lock, so it lists the
+ *    ratelimits a concurrent update just committed, not those of the snapshot before the wait.
+ *    Entries beyond `p_log_ids` get an id from `identity_kit_new_id`.
+ *
+ * Under REPEATABLE READ the wait in 2 ends in a serialization failure instead; the caller runs the
+ * call again, which then finds nothing live (false).
+ */
+const deleteIdentityFunction = `CREATE OR REPLACE FUNCTION identity_kit_delete_identity_v1(
+  p_workspace_id text,
+  p_identity text,
+  p_log_ids text[],
+  p_actor_id text,
+  p_actor_name text,
+  p_remote_ip text,
+  p_user_agent text,
+  p_now bigint
+) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  v_id text;
+  v_external_id text;
+BEGIN
+  SELECT i.id, i.external_id INTO v_id, v_external_id
+  FROM identity_kit_identities i
+  WHERE i.workspace_id = p_workspace_id AND NOT i.deleted AND (i.id = p_identity OR i.external_id = p_identity)
+  ORDER BY i.id = p_identity DESC
+  LIMIT 1;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+
+  UPDATE identity_kit_identities u SET deleted = true WHERE u.id = v_id AND NOT u.deleted;
+  IF NOT FOUND THEN
+    RETURN true;
+  END IF;
+
+  IF p_log_ids IS NOT NULL THEN
+    INSERT INTO identity_kit_audit_log
+      (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+    SELECT coalesce(p_log_ids[e.n], identity_kit_new_id('log', p_now)), p_workspace_id, e.event, e.display, 'rootkey',
+           p_actor_id, p_actor_name, p_remote_ip, p_user_agent, p_now,
+           CASE WHEN e.rl_id IS NULL
+             THEN json_build_array(json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id))
+             ELSE json_build_array(
+               json_build_object('type', 'identity', 'id', v_id, 'name', v_external_id),
+               json_build_object('type', 'ratelimit', 'id', e.rl_id, 'name', e.rl_name))
+           END
+    FROM (
+      SELECT 1 AS n, 'identity.delete' AS event, 'Deleted identity ' || v_id || '.' AS display,
+             NULL::text AS rl_id, NULL::text AS rl_name
+      UNION ALL
+      SELECT (1 + row_number() OVER (ORDER BY r.position, r.name COLLATE "C"))::integer, 'ratelimit.delete',
+             'Deleted ratelimit ' || r.id || '.', r.id, r.name
+      FROM identity_kit_ratelimits r
+      WHERE r.identity_id = v_id
+    ) e
+    ORDER BY e.n;
+  END IF;
+  RETURN true;
+END
+$fn$`
+
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
 
@@ -388,7 +474,8 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   "0001_create_tables": statements(createTables),
   "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction]),
   "0003_update_identity_v2": statements([updateIdentityV2Function]),
-  "0004_root_key_notify": rootKeyNotifyMigration
+  "0004_root_key_notify": rootKeyNotifyMigration,
+  "0005_identities_api": statements([liveIdIndex, deleteIdentityFunction])
 }
 
 const run = Migrator.make({})

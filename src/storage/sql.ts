@@ -5,15 +5,17 @@
  * first.
  *
  * Every method is one statement, so one round trip and atomic without `BEGIN`/`COMMIT`: the update
- * is one call of the `identity_kit_update_identity_v2` function (see migrations.ts for why it is a
- * function), creating an identity is one statement with a data-modifying CTE. Every `SqlError`
- * (and a row that does not decode) becomes a `StorageError` here, at the edge.
+ * is one call of the `identity_kit_update_identity_v2` function and the delete one call of
+ * `identity_kit_delete_identity_v1` (see migrations.ts for why they are functions), creating an
+ * identity is one statement with data-modifying CTEs (identity, ratelimits, audit), and a page of
+ * `listIdentities` is one index-backed statement with each identity's ratelimits as JSON text.
+ * Every `SqlError` (and a row that does not decode) becomes a `StorageError` here, at the edge.
  *
- * The two statements of every request (the root-key lookup and the update) run through the
- * `StatementExecutor` of `./executor.ts` when the client's layer provides one (`layerPostgres`,
- * `layerPgliteClient`: prepared statements straight on the driver), else through the `SqlClient`;
- * their rows are decoded by hand-written decoders (a root-key row: ~0.2 µs against ~3 µs with
- * Schema). The admin statements go through the `SqlClient` and Schema.
+ * The statements of every request (the root-key lookup, and the update, create, get, list or
+ * delete) run through the `StatementExecutor` of `./executor.ts` when the client's layer provides
+ * one (`layerPostgres`, `layerPgliteClient`: prepared statements straight on the driver), else
+ * through the `SqlClient`; their rows are decoded by hand-written decoders (a root-key row: ~0.2 µs
+ * against ~3 µs with Schema). The other admin statements go through the `SqlClient` and Schema.
  *
  * @example
  * ```ts
@@ -37,6 +39,7 @@ import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonObject } from "../domain/Json.js"
 import type {
+  AuditContext,
   AuditLogEntry,
   Identity,
   IdentityUpdate,
@@ -47,8 +50,16 @@ import type {
   Workspace
 } from "../domain/Model.js"
 import { annotate, traced } from "../internal/trace.js"
-import { IdentityStore, type IdentityStoreService, type NewIdentity, type RootKeyPatch } from "../services/IdentityStore.js"
+import {
+  type IdentityListQuery,
+  type IdentityPage,
+  IdentityStore,
+  type IdentityStoreService,
+  type NewIdentity,
+  type RootKeyPatch
+} from "../services/IdentityStore.js"
 import { fromSqlClient, outsideTransactions, type Rows, type Statement, StatementExecutor } from "./executor.js"
+import { listBounds, wellFormed } from "./internal.js"
 import { LIVE_EXTERNAL_ID_INDEX } from "./migrations.js"
 
 export { layerMigrations, migrate } from "./migrations.js"
@@ -80,26 +91,6 @@ const JsonObjectFromSelf = Schema.declare((value: unknown): value is JsonObject 
   identifier: "JsonObject"
 })
 
-const RatelimitJson = Schema.Struct({
-  id: Schema.String,
-  name: Schema.String,
-  limit: SafeInteger,
-  duration: SafeInteger,
-  autoApply: Schema.Boolean,
-  createdAt: SafeInteger,
-  updatedAt: Schema.NullOr(SafeInteger)
-})
-
-const IdentityRow = Schema.Struct({
-  id: Schema.String,
-  external_id: Schema.String,
-  environment: Schema.String,
-  meta: Schema.parseJson(JsonObjectFromSelf),
-  created_at: SafeInteger,
-  updated_at: Schema.NullOr(SafeInteger),
-  ratelimits: Schema.parseJson(Schema.Array(RatelimitJson))
-})
-
 const RootKeyRow = Schema.Struct({
   id: Schema.String,
   workspace_id: Schema.String,
@@ -118,7 +109,14 @@ const RootKeyRow = Schema.Struct({
 const AuditRow = Schema.Struct({
   id: Schema.String,
   workspace_id: Schema.String,
-  event: Schema.Literal("identity.update", "ratelimit.create", "ratelimit.update", "ratelimit.delete"),
+  event: Schema.Literal(
+    "identity.create",
+    "identity.update",
+    "identity.delete",
+    "ratelimit.create",
+    "ratelimit.update",
+    "ratelimit.delete"
+  ),
   display: Schema.String,
   actor_type: Schema.Literal("rootkey"),
   actor_id: Schema.String,
@@ -132,8 +130,6 @@ const AuditRow = Schema.Struct({
     name: Schema.String
   })))
 })
-
-const IdRow = Schema.Struct({ id: Schema.String })
 
 const MetaJson = Schema.parseJson(JsonObjectFromSelf)
 
@@ -155,28 +151,8 @@ const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({
 })
 
 // Row arrays as constants, built once (see `rows`).
-const IdentityRows = Schema.Array(IdentityRow)
 const RootKeyRows = Schema.Array(RootKeyRow)
 const AuditRows = Schema.Array(AuditRow)
-const IdRows = Schema.Array(IdRow)
-
-const toIdentity = (workspaceId: string, row: typeof IdentityRow.Type): Identity => ({
-  id: row.id,
-  workspaceId,
-  externalId: row.external_id,
-  environment: row.environment,
-  meta: row.meta,
-  deleted: false,
-  createdAt: row.created_at,
-  updatedAt: row.updated_at,
-  ratelimits: [...row.ratelimits].sort(byName)
-})
-
-// PostgreSQL text is UTF-8 and cannot hold a lone UTF-16 surrogate. Drivers already turn one in a
-// text parameter into U+FFFD; inside JSON it would stay an escape (`\ud800`) that fails when SQL
-// reads it as text. Names are replaced the same way here, so such input is never a 500.
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
-const wellFormed = (text: string): string => text.replace(LONE_SURROGATE, "\uFFFD")
 
 const isLiveExternalIdConflict = (error: SqlError): boolean => {
   const cause = error.cause
@@ -304,8 +280,10 @@ FROM identity_kit_update_identity_v2($1::text, $2::text, $3::text::json, $4::tex
 
 const updateColumns = columns("updateIdentity")
 
-const ratelimitFromJson = (value: unknown): Ratelimit => {
-  const c = updateColumns
+type Columns = ReturnType<typeof columns>
+
+/** One element of a `ratelimits` JSON column (`json_build_object` of the statements here). */
+const ratelimitFromJson = (c: Columns, value: unknown): Ratelimit => {
   const field = (key: string): unknown => isJsonObject(value) ? value[key] : c.fail("ratelimits", "an array of objects", value)
   return {
     id: c.text(field("id"), "ratelimits[].id"),
@@ -325,7 +303,7 @@ const decodeUpdatedIdentity = (rows: Rows, update: IdentityUpdate): Identity | n
   const c = updateColumns
   const ratelimitsJson = c.json(row[6], "ratelimits")
   if (!Array.isArray(ratelimitsJson)) return c.fail("ratelimits", "a JSON array", row[6])
-  const ratelimits = ratelimitsJson.map(ratelimitFromJson).sort(byName)
+  const ratelimits = ratelimitsJson.map((value) => ratelimitFromJson(c, value)).sort(byName)
   const fields = {
     id: c.text(row[0], "id"),
     workspaceId: update.workspaceId,
@@ -354,6 +332,151 @@ const decodeUpdatedIdentity = (rows: Rows, update: IdentityUpdate): Identity | n
 
 /** `IdentityUpdate.meta`: compact JSON of an object, which the database accepted as `json`. */
 const parseSentMeta = (text: string): JsonObject => JSON.parse(text)
+
+// --- create, get, list, delete (identities contract §1–§4) ------------------------------------
+
+/**
+ * Create in one statement (data-modifying CTEs: all of it or nothing): the identity, its
+ * ratelimits in request order (ids from Node, `position` = index), and with `$8` (the audit ids,
+ * NULL without audit) `identity.create` then one `ratelimit.create` per item. A live duplicate
+ * externalId fails the whole statement on the partial unique index (23505): two concurrent
+ * creates queue on that index entry, so exactly one commits.
+ */
+const CREATE_IDENTITY: Statement = {
+  name: "identity_kit_create_identity_1",
+  text: `WITH identity AS (
+  INSERT INTO identity_kit_identities (id, workspace_id, external_id, environment, meta, deleted, created_at, updated_at)
+  VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::json, false, $6::bigint, NULL)
+  RETURNING id
+),
+req AS (
+  SELECT e.ord::integer AS ord, e.value->>'id' AS id, e.value->>'name' AS name, (e.value->>'limit')::bigint AS lim,
+         (e.value->>'duration')::bigint AS dur, (e.value->>'autoApply')::boolean AS auto_apply
+  FROM json_array_elements($7::text::json) WITH ORDINALITY AS e(value, ord)
+),
+created AS (
+  INSERT INTO identity_kit_ratelimits
+    (id, workspace_id, identity_id, name, "limit", duration, auto_apply, position, created_at, updated_at)
+  SELECT req.id, $2::text, i.id, req.name, req.lim, req.dur, req.auto_apply, req.ord - 1, $6::bigint, NULL
+  FROM req CROSS JOIN identity i
+)
+INSERT INTO identity_kit_audit_log
+  (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+SELECT ($8::text::text[])[e.n], $2::text, e.event, e.display, 'rootkey', $9::text, $10::text, $11::text, $12::text,
+       $6::bigint,
+       CASE WHEN e.rl_id IS NULL
+         THEN json_build_array(json_build_object('type', 'identity', 'id', $1::text, 'name', $3::text))
+         ELSE json_build_array(
+           json_build_object('type', 'identity', 'id', $1::text, 'name', $3::text),
+           json_build_object('type', 'ratelimit', 'id', e.rl_id, 'name', e.rl_name))
+       END
+FROM (
+  SELECT 1 AS n, 'identity.create' AS event, 'Created identity ' || $1::text || '.' AS display,
+         NULL::text AS rl_id, NULL::text AS rl_name
+  UNION ALL
+  SELECT req.ord + 1, 'ratelimit.create', 'Created ratelimit ' || req.id || '.', req.id, req.name FROM req
+) e
+WHERE $8::text IS NOT NULL
+ORDER BY e.n`
+}
+
+// The columns of an identity, and its ratelimits as JSON text (ordered in Node: see `byName`).
+const IDENTITY_COLUMNS = `i.id, i.external_id, i.environment, i.meta::text, i.created_at, i.updated_at,
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', r.id, 'name', r.name, 'limit', r."limit", 'duration', r.duration,
+            'autoApply', r.auto_apply, 'createdAt', r.created_at, 'updatedAt', r.updated_at)), '[]'::json)::text
+   FROM identity_kit_ratelimits r WHERE r.identity_id = i.id)`
+
+/** The live identity with this id or externalId (an id match wins; exact, case-sensitive `=`). */
+const GET_IDENTITY: Statement = {
+  name: "identity_kit_get_identity_1",
+  text: `SELECT ${IDENTITY_COLUMNS}
+FROM identity_kit_identities i
+WHERE i.workspace_id = $1::text AND NOT i.deleted AND (i.id = $2::text OR i.external_id = $2::text)
+ORDER BY i.id = $2::text DESC
+LIMIT 1`
+}
+
+/**
+ * A page: `$3` = limit + 1 rows from `$2` on, in byte order (`COLLATE "C"`, which for these ASCII
+ * ids is also JavaScript's code-unit order), read from the index `LIVE_ID_INDEX` (migration 0005)
+ * in its order, so the scan stops after `$3` rows whatever the workspace's size.
+ */
+const LIST_IDENTITIES: Statement = {
+  name: "identity_kit_list_identities_1",
+  text: `SELECT ${IDENTITY_COLUMNS}
+FROM identity_kit_identities i
+WHERE i.workspace_id = $1::text AND NOT i.deleted AND i.id COLLATE "C" >= $2::text
+ORDER BY i.id COLLATE "C"
+LIMIT $3::integer`
+}
+
+/**
+ * `LIST_IDENTITIES` with `search` (`$4`, already `asciiLower`ed): a literal substring (`strpos`, so
+ * no pattern characters) of the id or externalId folded the same way, `lower(… COLLATE "C")`
+ * being ASCII-only whatever the database's locale. Same index scan, which reads rows until `$3`
+ * match: a search that matches few rows reads the rest of the workspace from the cursor on.
+ */
+const SEARCH_IDENTITIES: Statement = {
+  name: "identity_kit_search_identities_1",
+  text: `SELECT ${IDENTITY_COLUMNS}
+FROM identity_kit_identities i
+WHERE i.workspace_id = $1::text AND NOT i.deleted AND i.id COLLATE "C" >= $2::text
+  AND (strpos(lower(i.id COLLATE "C"), $4::text) > 0 OR strpos(lower(i.external_id COLLATE "C"), $4::text) > 0)
+ORDER BY i.id COLLATE "C"
+LIMIT $3::integer`
+}
+
+/** The soft delete of migration 0005's function (one call: one round trip, one transaction). */
+const DELETE_IDENTITY: Statement = {
+  name: "identity_kit_delete_identity_1",
+  text: `SELECT identity_kit_delete_identity_v1($1::text, $2::text, $3::text::text[], $4::text, $5::text, $6::text,
+  $7::text, $8::bigint)`
+}
+
+// Audit ids a delete sends: `identity.delete` and as many ratelimits as a request can set (50);
+// an identity with more (admin-made) gets the rest from `identity_kit_new_id`.
+const DELETE_AUDIT_IDS = 51
+
+const readColumns = columns("getIdentity")
+const listColumns = columns("listIdentities")
+const deleteColumns = columns("deleteIdentity")
+
+/** A row of `IDENTITY_COLUMNS` as the identity it describes. */
+const identityFromRow = (c: Columns, row: ReadonlyArray<unknown>, workspaceId: string): Identity => {
+  const meta = c.json(row[3], "meta")
+  const ratelimits = c.json(row[6], "ratelimits")
+  if (!Array.isArray(ratelimits)) return c.fail("ratelimits", "a JSON array", row[6])
+  return {
+    id: c.text(row[0], "id"),
+    workspaceId,
+    externalId: c.text(row[1], "external_id"),
+    environment: c.text(row[2], "environment"),
+    meta: isJsonObject(meta) ? meta : c.fail("meta", "a JSON object", row[3]),
+    deleted: false,
+    createdAt: c.integer(row[4], "created_at"),
+    updatedAt: c.integerOrNull(row[5], "updated_at"),
+    ratelimits: ratelimits.map((value) => ratelimitFromJson(c, value)).sort(byName)
+  }
+}
+
+/** The page of a list statement that read up to `limit + 1` rows. */
+const decodePage = (rows: Rows, query: IdentityListQuery): IdentityPage => {
+  const identities: Array<Identity> = []
+  for (let at = 0; at < rows.length && at < query.limit; at++) {
+    identities.push(identityFromRow(listColumns, rows[at] ?? [], query.workspaceId))
+  }
+  const next = rows[query.limit]
+  return next === undefined ? { identities } : { identities, cursor: listColumns.text(next[0], "id") }
+}
+
+const NO_AUDIT = [null, null, null, null, null] as const
+
+/** The audit parameters of create and delete: the entries' ids, then who and from where. */
+const auditParameters = (audit: AuditContext | undefined, ids: () => string) =>
+  audit === undefined
+    ? NO_AUDIT
+    : [ids(), audit.actorId, audit.actorName, audit.remoteIp, audit.userAgent] as const
 
 const RATELIMIT_KEYS = ["name", "limit", "duration", "autoApply"]
 // `JSON.stringify` writes a lone surrogate as an escape starting `\ud8`–`\udf` (see `wellFormed`).
@@ -386,11 +509,13 @@ const updateIdentityFailed = (cause: SqlError) => new StorageError({ operation: 
 const retrySchedule = Schedule.jittered(Schedule.exponential("10 millis"))
 const firstRetryDelay = Effect.flatMap(Random.nextRange(4, 6), (ms) => Effect.sleep(Duration.millis(ms)))
 
-const retrySerializationFailures = <A>(statement: Effect.Effect<A, StorageError>): Effect.Effect<A, StorageError> =>
-  Effect.catchIf(statement, isSerializationFailure, () =>
+const isRetryable = (error: unknown): boolean => error instanceof StorageError && isSerializationFailure(error)
+
+const retrySerializationFailures = <A, E>(statement: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.catchIf(statement, isRetryable, () =>
     Effect.zipRight(
       firstRetryDelay,
-      Effect.retry(statement, { while: isSerializationFailure, times: 7, schedule: retrySchedule })
+      Effect.retry(statement, { while: isRetryable, times: 7, schedule: retrySchedule })
     ))
 
 /** `IdentityStore` on the `SqlClient` in context (its name/JSON transforms are bypassed). */
@@ -411,14 +536,6 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       Effect.flatMap(Schema.decodeUnknown(schema)),
       Effect.mapError((cause) => new StorageError({ operation, cause }))
     )
-
-  const ratelimitsJson = sql.literal(`(
-    SELECT coalesce(json_agg(json_build_object(
-             'id', r.id, 'name', r.name, 'limit', r."limit", 'duration', r.duration,
-             'autoApply', r.auto_apply, 'createdAt', r.created_at, 'updatedAt', r.updated_at)
-           ORDER BY r.name COLLATE "C"), '[]'::json)::text
-    FROM identity_kit_ratelimits r WHERE r.identity_id = i.id
-  )`)
 
   const findRootKey = traced("IdentityStore.findRootKey", function*(hash: string) {
     return yield* executor.execute(FIND_ROOT_KEY, [hash], (rows) => decodeRootKeyLookup(rows, hash)).pipe(
@@ -495,9 +612,11 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
   })
 
   const createIdentity = traced("IdentityStore.createIdentity", function*(
-    input: NewIdentity & { readonly now: number }
+    input: NewIdentity & { readonly now: number; readonly audit?: AuditContext | undefined }
   ) {
+    yield* annotate({ "workspace.id": input.workspaceId })
     const id = newId("id", input.now)
+    const environment = input.environment ?? "default"
     const metaJson = JSON.stringify(input.meta ?? {})
     const ratelimits = (input.ratelimits ?? []).map((rl) => ({
       id: newId("rl", input.now),
@@ -506,27 +625,28 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       duration: rl.duration,
       autoApply: rl.autoApply
     }))
-    // One statement: the identity and its ratelimits, or nothing.
-    yield* sql`WITH identity AS (
-                 INSERT INTO identity_kit_identities
-                   (id, workspace_id, external_id, environment, meta, deleted, created_at, updated_at)
-                 VALUES (${id}, ${input.workspaceId}, ${input.externalId}, ${input.environment ?? "default"},
-                         ${metaJson}::text::json, false, ${input.now}::bigint, NULL)
-                 RETURNING id
-               )
-               INSERT INTO identity_kit_ratelimits
-                 (id, workspace_id, identity_id, name, "limit", duration, auto_apply, position, created_at, updated_at)
-               SELECT e.value->>'id', ${input.workspaceId}, (SELECT id FROM identity), e.value->>'name',
-                      (e.value->>'limit')::bigint, (e.value->>'duration')::bigint, (e.value->>'autoApply')::boolean,
-                      e.ord - 1, ${input.now}::bigint, NULL
-               FROM json_array_elements(${JSON.stringify(ratelimits)}::text::json) WITH ORDINALITY AS e(value, ord)`
-      .pipe(
+    yield* retrySerializationFailures(
+      executor.execute(
+        CREATE_IDENTITY,
+        [
+          id,
+          input.workspaceId,
+          input.externalId,
+          environment,
+          metaJson,
+          input.now,
+          JSON.stringify(ratelimits),
+          ...auditParameters(input.audit, () => idArray("log", 1 + ratelimits.length, input.now))
+        ],
+        () => undefined
+      ).pipe(
         Effect.mapError((cause) =>
           isLiveExternalIdConflict(cause)
             ? new IdentityConflict({ workspaceId: input.workspaceId, externalId: input.externalId })
             : new StorageError({ operation: "createIdentity", cause })
         )
       )
+    )
     // What was written, read back the way every other method answers it (meta parsed from its text).
     const meta = yield* Schema.decode(MetaJson)(metaJson).pipe(
       Effect.mapError((cause) => new StorageError({ operation: "createIdentity", cause }))
@@ -535,7 +655,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       id,
       workspaceId: input.workspaceId,
       externalId: input.externalId,
-      environment: input.environment ?? "default",
+      environment,
       meta,
       deleted: false,
       createdAt: input.now,
@@ -545,39 +665,48 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     return identity
   })
 
+  // A string with NUL names nothing (PostgreSQL text cannot hold it, nor any stored id): answered
+  // without asking, rather than failing on the parameter.
   const getIdentity = traced("IdentityStore.getIdentity", function*(workspaceId: string, identity: string) {
-    const [row] = yield* rows(
-      "getIdentity",
-      IdentityRows,
-      sql`SELECT i.id, i.external_id, i.environment, i.meta::text AS meta, i.created_at, i.updated_at,
-                 ${ratelimitsJson} AS ratelimits
-          FROM identity_kit_identities i
-          WHERE i.workspace_id = ${workspaceId} AND NOT i.deleted
-            AND (i.id = ${identity} OR i.external_id = ${identity})
-          ORDER BY i.id = ${identity} DESC
-          LIMIT 1`
-    )
-    return row === undefined ? null : toIdentity(workspaceId, row)
+    yield* annotate({ "workspace.id": workspaceId })
+    if (identity.includes("\u0000")) return null
+    return yield* executor.execute(GET_IDENTITY, [workspaceId, identity], (rows) => {
+      const row = rows[0]
+      return row === undefined ? null : identityFromRow(readColumns, row, workspaceId)
+    }).pipe(Effect.mapError((cause) => new StorageError({ operation: "getIdentity", cause })))
   })
 
+  const listIdentities = traced("IdentityStore.listIdentities", function*(query: IdentityListQuery) {
+    yield* annotate({ "workspace.id": query.workspaceId })
+    const bounds = listBounds(query.cursor, query.search)
+    if (bounds.matchesNothing) return { identities: [] }
+    const limit = query.limit + 1
+    const statement = bounds.needle === undefined
+      ? executor.execute(LIST_IDENTITIES, [query.workspaceId, bounds.from, limit], (rows) => decodePage(rows, query))
+      : executor.execute(
+        SEARCH_IDENTITIES,
+        [query.workspaceId, bounds.from, limit, bounds.needle],
+        (rows) => decodePage(rows, query)
+      )
+    return yield* statement.pipe(Effect.mapError((cause) => new StorageError({ operation: "listIdentities", cause })))
+  })
+
+  // `now` is the audit entries' time only: `updated_at` is left as it was (see migrations.ts).
   const deleteIdentity = traced("IdentityStore.deleteIdentity", function*(
     workspaceId: string,
     identity: string,
-    now: number
+    now: number,
+    audit?: AuditContext | undefined
   ) {
-    const deleted = yield* rows(
-      "deleteIdentity",
-      IdRows,
-      sql`UPDATE identity_kit_identities SET deleted = true, updated_at = ${now}::bigint
-          WHERE NOT deleted AND id = (
-            SELECT i.id FROM identity_kit_identities i
-            WHERE i.workspace_id = ${workspaceId} AND NOT i.deleted
-              AND (i.id = ${identity} OR i.external_id = ${identity})
-            ORDER BY i.id = ${identity} DESC
-            LIMIT 1)
-          RETURNING id`
+    yield* annotate({ "workspace.id": workspaceId })
+    if (identity.includes("\u0000")) return false
+    return yield* retrySerializationFailures(
+      executor.execute(
+        DELETE_IDENTITY,
+        [workspaceId, identity, ...auditParameters(audit, () => idArray("log", DELETE_AUDIT_IDS, now)), now],
+        (rows) => deleteColumns.bool(rows[0]?.[0], "found")
+      ).pipe(Effect.mapError((cause) => new StorageError({ operation: "deleteIdentity", cause })))
     )
-    return deleted.length > 0
   })
 
   const listAuditLog = traced("IdentityStore.listAuditLog", function*(workspaceId: string) {
@@ -614,6 +743,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     createIdentity,
     getIdentity,
     deleteIdentity,
+    listIdentities,
     listAuditLog
   }
   return service
