@@ -71,7 +71,7 @@ export class StorageError extends Schema.TaggedError<StorageError>()("StorageErr
   cause: Schema.Defect
 }) {}
 
-/** Admin operation: a live identity with this externalId already exists in the workspace. */
+/** 409: a live identity with this externalId already exists in the workspace (createIdentity). */
 export class IdentityConflict extends Schema.TaggedError<IdentityConflict>()("IdentityConflict", {
   workspaceId: Schema.String,
   externalId: Schema.String
@@ -98,6 +98,7 @@ export type ApiError =
   | PayloadTooLarge
   | AuthorizationError
   | IdentityNotFound
+  | IdentityConflict
   | RouteNotFound
   | MethodNotAllowed
   | StorageError
@@ -184,6 +185,12 @@ export const errorTable: { readonly [T in ApiError["_tag"]]: ErrorInfo<Extract<A
     title: "Not Found",
     type: "unkey/data/identity_not_found",
     detail: () => "This identity does not exist."
+  },
+  IdentityConflict: {
+    status: 409,
+    title: "Conflicting Resource",
+    type: "unkey/data/identity_already_exists",
+    detail: (e) => `Identity with externalId '${e.externalId}' already exists in this workspace.`
   },
   RouteNotFound: {
     status: 404,

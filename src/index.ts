@@ -1,5 +1,6 @@
 /**
- * identity-kit: Unkey's identities API served from your own Node.js server.
+ * identity-kit: Unkey's identities API (create, get, list, update, delete) served from your own
+ * Node.js server.
  *
  * @example
  * ```ts
@@ -12,7 +13,7 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions, IdentityKitServic
 export * as Admin from "./Admin.js"
 export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"
-export type { IdentityStoreService, NewIdentity, RootKeyPatch } from "./services/IdentityStore.js"
+export type { IdentityListQuery, IdentityPage, IdentityStoreService, NewIdentity, RootKeyPatch } from "./services/IdentityStore.js"
 export { layerMemory, makeMemory, makeMemoryWithEvents } from "./storage/memory.js"
 export { makeRootKeyEventHub, RootKeyEvents } from "./services/RootKeyEvents.js"
 export type { RootKeyEvent, RootKeyEventHub, RootKeyEventsService } from "./services/RootKeyEvents.js"
@@ -34,11 +35,20 @@ export type { HttpOptions } from "./http/app.js"
 export { makeRequestProgram } from "./http/program.js"
 export type { ProvideServices, RequestProgram, ResolvedHttpOptions } from "./http/program.js"
 export type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "./http/plain.js"
-export { endpointNames } from "./http/routes.js"
+export { endpointNames, endpoints } from "./http/routes.js"
 export type { EndpointName } from "./http/routes.js"
 export type { HandlerRequest, Route, SuccessBody } from "./http/endpoint.js"
 export * from "./domain/Model.js"
 export type { JsonObject, JsonValue } from "./domain/Json.js"
 export { newId } from "./domain/Ids.js"
 export { limits, UpdateIdentityRequest } from "./domain/UpdateIdentity.js"
+export {
+  CreateIdentityRequest,
+  DeleteIdentityRequest,
+  GetIdentityRequest,
+  identityLimits,
+  ListIdentitiesRequest
+} from "./domain/Identities.js"
+export type { CreateIdentityResponseData, IdentityResponse, ListIdentitiesPagination } from "./domain/Identities.js"
+export { permissions } from "./handler/permissions.js"
 export type { RatelimitResponse, UpdateIdentityResponse, UpdateIdentityResponseData } from "./domain/UpdateIdentity.js"

@@ -9,10 +9,11 @@ import { HTTPClient, Unkey } from "@unkey/api"
 import {
   BadRequestErrorResponse,
   ForbiddenErrorResponse,
+  ConflictErrorResponse,
   NotFoundErrorResponse,
   UnauthorizedErrorResponse
 } from "@unkey/api/models/errors"
-import { type Layer, Schema } from "effect"
+import { type Layer, Redacted, Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { fastifyKitV4, type Host, type HostConfig, HOST_ORIGIN, hostConfigs, hostKinds } from "./support/hosts.js"
 import { layerHanging, layerObserved, type Seeded, seed } from "./support/seed.js"
@@ -555,6 +556,45 @@ for (const config of hostKinds) {
       if (error instanceof BadRequestErrorResponse) {
         expect(error.data$.error.detail).toBe("Ratelimit with name 'requests' is already defined in the request")
       }
+    })
+
+    it("the official SDK manages an identity end to end: create, get, list, update, delete", async () => {
+      const ctx = current()
+      const issued = await ctx.host.kit.admin.issueRootKey({
+        workspaceId: ctx.seed.workspaceId,
+        permissions: [
+          "identity.*.create_identity",
+          "identity.*.read_identity",
+          "identity.*.update_identity",
+          "identity.*.delete_identity"
+        ]
+      })
+      const unkey = sdk(Redacted.value(issued.key))
+      const externalId = `sdk_${config.name.replace(/[^a-zA-Z0-9]/g, "_")}`
+      const created = await unkey.identities.createIdentity({
+        externalId,
+        meta: { plan: "pro" },
+        ratelimits: [{ name: "requests", limit: 10, duration: 60_000 }]
+      })
+      const { identityId } = created.data
+      const byExternalId = await unkey.identities.getIdentity({ identity: externalId })
+      expect(byExternalId.data).toEqual({
+        id: identityId,
+        externalId,
+        meta: { plan: "pro" },
+        ratelimits: [{ id: expect.stringMatching(/^rl_/), name: "requests", limit: 10, duration: 60_000, autoApply: false }]
+      })
+      const listed = await unkey.identities.listIdentities({ search: externalId })
+      expect(listed.result.data.map((identity) => identity.id)).toEqual([identityId])
+      expect(listed.result.pagination).toEqual({ hasMore: false })
+      await unkey.identities.updateIdentity({ identity: identityId, meta: { plan: "enterprise" } })
+      expect((await unkey.identities.getIdentity({ identity: identityId })).data.meta).toEqual({ plan: "enterprise" })
+      await expect(unkey.identities.createIdentity({ externalId })).rejects.toBeInstanceOf(ConflictErrorResponse)
+      const deleted = await unkey.identities.deleteIdentity({ identity: externalId })
+      expect(deleted.meta.requestId).toMatch(/^req_/)
+      await expect(unkey.identities.getIdentity({ identity: identityId })).rejects.toBeInstanceOf(NotFoundErrorResponse)
+      const again = await unkey.identities.createIdentity({ externalId })
+      expect(again.data.identityId).not.toBe(identityId)
     })
 
     it("X-Forwarded-For and the user agent end up in the audit log", async () => {

@@ -439,7 +439,7 @@ describe("T1, S, routing", () => {
         const answer = yield* call(s, method === "GET" ? undefined : ok, {}, { method })
         expectError(answer, 405, "unkey/application/method_not_allowed", "Method Not Allowed")
       }
-      expectError(yield* call(s, ok, {}, { path: "/v2/identities.getIdentity" }), 404, "unkey/application/route_not_found")
+      expectError(yield* call(s, ok, {}, { path: "/v2/identities.renameIdentity" }), 404, "unkey/application/route_not_found")
       const kit = makeIdentityKit({ storage: layerMemory, basePath: "/api/" })
       assert.isTrue(kit.handles("/api/v2/identities.updateIdentity"))
       assert.isFalse(kit.handles("/v2/identities.updateIdentity"))

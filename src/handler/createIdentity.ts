@@ -1,0 +1,45 @@
+/**
+ * `createIdentity` (identities contract §1): validation → root key → permission → duplicate
+ * ratelimit names → meta size → one transaction (identity, ratelimits, audit) → `{ identityId }`.
+ * A live identity with the same externalId → 409.
+ */
+import { Clock, Effect } from "effect"
+import type { RatelimitInput } from "../domain/Model.js"
+import { CreateIdentityRequest } from "../domain/Identities.js"
+import { makeEndpoint } from "../http/endpoint.js"
+import { Authorization } from "../services/Authorization.js"
+import { IdentityStore } from "../services/IdentityStore.js"
+import { permissions } from "./permissions.js"
+import { checkMetaSize, checkUniqueNames } from "./updateIdentity.js"
+
+/** `POST /v2/identities.createIdentity` in the route table. */
+export const endpoint = makeEndpoint({
+  name: "createIdentity",
+  path: "/v2/identities.createIdentity",
+  body: CreateIdentityRequest,
+  unknownKeys: "ignore",
+  storageFailure: { detail: "We're unable to create the identity and its ratelimits." },
+  handle: Effect.fnUntraced(function*(body, request) {
+    const authorization = yield* Authorization
+    const store = yield* IdentityStore
+    const key = yield* authorization.authorize(request.authorization, permissions.createIdentity)
+    const ratelimits = body.ratelimits?.map((rl): RatelimitInput => ({
+      name: rl.name,
+      limit: rl.limit,
+      duration: rl.duration,
+      autoApply: rl.autoApply ?? false
+    }))
+    // Decision (contract §1): duplicate names are refused, as updateIdentity refuses them.
+    yield* checkUniqueNames(ratelimits)
+    yield* checkMetaSize(body.meta === undefined ? undefined : JSON.stringify(body.meta))
+    const identity = yield* store.createIdentity({
+      workspaceId: key.workspaceId,
+      externalId: body.externalId,
+      meta: body.meta,
+      ratelimits,
+      now: yield* Clock.currentTimeMillis,
+      audit: { actorId: key.keyId, actorName: "root key", remoteIp: request.remoteIp, userAgent: request.userAgent }
+    })
+    return { data: { identityId: identity.id } }
+  })
+})
