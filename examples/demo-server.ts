@@ -1,7 +1,8 @@
 /**
  * The demo server behind `npm start`: Node's http with identity-kit's node handler, storage in
  * PGlite under `./.data` (or PostgreSQL when `DATABASE_URL` is set). The first start migrates and
- * seeds a workspace, a root key and the identity `user_123`, and prints a curl that works as is.
+ * seeds a workspace, a root key for all five endpoints and the identity `user_123`, and prints
+ * curls that work as they are.
  * Restarts keep the data and seed nothing again.
  *
  * Env: PORT (default 3000; 0 picks a free port), HOST (default 127.0.0.1), DATABASE_URL,
@@ -13,7 +14,7 @@ import { hashRootKey, IdentityStore } from "identity-kit"
 import { createNodeHandler } from "identity-kit/node"
 import { layerPglite } from "identity-kit/pglite"
 import { layerPostgres } from "identity-kit/postgres"
-import { curlFor, portOf } from "./demo.js"
+import { curlFor, demoPermissions, listCurlFor, portOf } from "./demo.js"
 
 const WORKSPACE = "ws_demo"
 const env = process.env
@@ -44,11 +45,16 @@ if (firstStart) {
 }
 if (given !== undefined && given !== "") {
   if (!(await isKnownKey(given))) {
-    await kit.admin.issueRootKey({ workspaceId: WORKSPACE, name: "demo key", key: Redacted.make(given) })
+    await kit.admin.issueRootKey({
+      workspaceId: WORKSPACE,
+      name: "demo key",
+      key: Redacted.make(given),
+      permissions: demoPermissions
+    })
   }
   shownKey = given
 } else if (firstStart) {
-  const { key } = await kit.admin.issueRootKey({ workspaceId: WORKSPACE, name: "demo key" })
+  const { key } = await kit.admin.issueRootKey({ workspaceId: WORKSPACE, name: "demo key", permissions: demoPermissions })
   shownKey = Redacted.value(key)
 }
 
@@ -60,7 +66,10 @@ console.log(`identity-kit demo listening on ${url} (storage: ${databaseUrl ? "Po
 if (shownKey !== undefined && given === undefined) {
   console.log(`\nRoot key for workspace ${WORKSPACE} (shown once; only its SHA-256 hash is stored):\n  ${shownKey}`)
 }
-console.log(`\nTry it:\n${curlFor(url, shownKey ?? "$ROOT_KEY")}\n`)
+console.log(
+  `\nTry it (the key may create, get, list, update and delete identities):\n` +
+    `${curlFor(url, shownKey ?? "$ROOT_KEY")}\n\n${listCurlFor(url, shownKey ?? "$ROOT_KEY")}\n`
+)
 if (shownKey === undefined) {
   console.log("(The root key was printed at the first start. Restart with ROOT_KEY=<key> to use a key of your choice.)")
 }

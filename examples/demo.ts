@@ -1,11 +1,14 @@
 /**
- * Demo data shared by the examples: a workspace, a root key allowed to update identities, and the
+ * Demo data shared by the examples: a workspace, a root key allowed to use all five endpoints, and the
  * identity `user_123` — plus the curl that updates it. Safe to run again on persistent storage: the
  * workspace is replaced, the identity created only when missing, a fresh root key issued each time.
  */
 import type { Server } from "node:net"
 import { Redacted } from "effect"
-import type { IdentityKit } from "identity-kit"
+import { type IdentityKit, permissions } from "identity-kit"
+
+/** Every permission of the identities API: the demo key may create, read, update and delete. */
+export const demoPermissions: ReadonlyArray<string> = Object.values(permissions)
 
 /** What `seedDemo` created. */
 export interface Demo {
@@ -18,7 +21,7 @@ export interface Demo {
 /** Seeds the demo workspace, a root key and `user_123` through the kit's admin API. */
 export const seedDemo = async (kit: IdentityKit): Promise<Demo> => {
   const workspace = await kit.admin.createWorkspace({ id: "ws_demo", name: "demo" })
-  const { key } = await kit.admin.issueRootKey({ workspaceId: workspace.id, name: "demo key" })
+  const { key } = await kit.admin.issueRootKey({ workspaceId: workspace.id, name: "demo key", permissions: demoPermissions })
   const identity = (await kit.admin.getIdentity(workspace.id, "user_123")) ??
     (await kit.admin.createIdentity({
       workspaceId: workspace.id,
@@ -28,6 +31,15 @@ export const seedDemo = async (kit: IdentityKit): Promise<Demo> => {
     }))
   return { workspaceId: workspace.id, rootKey: Redacted.value(key), identityId: identity.id }
 }
+
+/** A curl that lists the identities through the API at `url` (the mount point). */
+export const listCurlFor = (url: string, rootKey: string): string =>
+  [
+    `curl -X POST '${url}/v2/identities.listIdentities'`,
+    `  -H "Authorization: Bearer ${rootKey}"`,
+    `  -H 'Content-Type: application/json'`,
+    `  -d '{"limit":10}'`
+  ].join(" \\\n")
 
 /** A curl that updates `user_123` through the API at `url` (the mount point). */
 export const curlFor = (url: string, rootKey: string): string =>

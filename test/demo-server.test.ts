@@ -47,14 +47,15 @@ const stop = (child: ChildProcess) =>
     child.kill("SIGINT")
   })
 
-const update = async (url: string, key: string, body: object) => {
-  const response = await fetch(`${url}/v2/identities.updateIdentity`, {
+const post = async (url: string, route: string, key: string, body: object) => {
+  const response = await fetch(`${url}/v2/identities.${route}`, {
     method: "POST",
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: JSON.stringify(body)
   })
   return { status: response.status, body: await response.json() }
 }
+const update = (url: string, key: string, body: object) => post(url, "updateIdentity", key, body)
 
 describe("npm start (demo server)", () => {
   it("seeds once, answers the printed curl, keeps data across a restart", async () => {
@@ -67,6 +68,12 @@ describe("npm start (demo server)", () => {
     assert.strictEqual(answer.status, 200, JSON.stringify(answer.body))
     assert.deepStrictEqual(answer.body.data.meta, { plan: "premium" })
     assert.strictEqual(answer.body.data.ratelimits[0].limit, 1000)
+    // The second printed curl lists identities with the same key.
+    const listBody = [...first.output.matchAll(/-d '(\{.*\})'/g)][1]?.[1]
+    assert.isDefined(listBody)
+    const listed = await post(first.url, "listIdentities", key!, JSON.parse(listBody!))
+    assert.strictEqual(listed.status, 200, JSON.stringify(listed.body))
+    assert.deepStrictEqual(listed.body.data.map((identity: { externalId: string }) => identity.externalId), ["user_123"])
     assert.strictEqual(await stop(first.child), 0)
 
     const second = await startDemo()
