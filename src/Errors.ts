@@ -55,7 +55,7 @@ export class InsufficientPermissions extends Schema.TaggedError<InsufficientPerm
 /** 404: no live identity with this id or externalId in the key's workspace (N1). */
 export class IdentityNotFound extends Schema.TaggedError<IdentityNotFound>()("IdentityNotFound", {}) {}
 
-/** 404: the path is not the route (fetch adapter only; Express and Fastify hand it to the host). */
+/** 404: the path is no served route (fetch and Node handlers; Express and Fastify hand it to the host). */
 export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
   path: Schema.String
 }) {}
