@@ -2,13 +2,13 @@
  * `identity-kit/express`: an Express middleware (Express 4 and 5) serving the kit's routes, e.g.
  * `POST <mount>/v2/identities.updateIdentity`. Every other path goes on to the host's next handler.
  *
- * Mount it with `app.use` (or `router.use`) at any path — the route is matched below the mount
+ * Mount it with `app.use` (or `router.use`) at any path — the routes are matched below the mount
  * point — before or after `express.json()` / `express.raw()` / `express.text()`: a body a parser
  * already read is re-encoded from `req.body`. Mounted before the body parsers, every malformed body
  * gets the API's own 400 JSON; mounted after `express.json()`, a body that parser rejects (bad JSON,
  * over the parser's own `limit`) is answered by the host's error handler, and an empty chunked body
  * reads as the `{}` the parser made of it. Put CORS middleware before it: it answers every method on
- * its route (405 for all but POST).
+ * its routes (405 for all but POST).
  *
  * @example
  * ```ts
@@ -37,14 +37,14 @@ export type IdentityKitMiddleware = RequestHandler & {
 }
 
 /**
- * Express middleware for the update-identity route. Takes the kit options (it then builds and owns
+ * Express middleware for the kit's routes. Takes the kit options (it then builds and owns
  * its kit) or `{ kit }` to share a kit with other adapters.
  */
 export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMiddleware => {
   const { kit, owned } = resolveKit(options)
   const middleware: RequestHandler = (req, res, next) => {
     // `req.url` is relative to the mount point in Express 4 and 5, nested routers included. It is
-    // matched as sent: dot segments are not resolved, so `/x/../v2/…` is not the route.
+    // matched as sent: dot segments are not resolved, so `/x/../v2/…` is not a route.
     const path = rawPathname(req.url)
     if (!kit.handles(path)) return next()
     // Never throws (Express 4 would not catch a rejection either); errors are answered as JSON.

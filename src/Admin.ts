@@ -1,7 +1,8 @@
 /**
  * Admin operations for host apps, seeds and tests: create workspaces, issue root keys (the
- * plaintext is returned once and never stored), create, read and soft-delete identities, read the
- * audit log. Not reachable over HTTP.
+ * plaintext is returned once and never stored), create, read and soft-delete identities (without
+ * audit entries: the HTTP endpoints write those), read the audit log. Workspaces and root keys are
+ * not reachable over HTTP.
  */
 import { randomBytes } from "node:crypto"
 import { Clock, Effect, Redacted } from "effect"
@@ -9,7 +10,8 @@ import { InvalidInput } from "./Errors.js"
 import { base58, newId } from "./domain/Ids.js"
 import type { JsonObject } from "./domain/Json.js"
 import type { RatelimitInput, RootKey, Workspace } from "./domain/Model.js"
-import { hashRootKey, UPDATE_IDENTITY_PERMISSION } from "./services/Authorization.js"
+import { permissions } from "./domain/Permissions.js"
+import { hashRootKey } from "./services/Authorization.js"
 import { IdentityStore, type NewIdentity } from "./services/IdentityStore.js"
 
 /** Creates (or replaces) a workspace. Enabled unless `enabled: false`. */
@@ -50,7 +52,7 @@ export const issueRootKey = Effect.fn("Admin.issueRootKey")(function*(input: Iss
     workspaceId: input.workspaceId,
     hash: hashRootKey(Redacted.value(key)),
     name: input.name ?? "root key",
-    permissions: input.permissions ?? [UPDATE_IDENTITY_PERMISSION],
+    permissions: input.permissions ?? [permissions.updateIdentity],
     enabled: input.enabled ?? true,
     expiresAt: input.expiresAt ?? null,
     deletedAt: null,

@@ -77,6 +77,9 @@ export class IdentityConflict extends Schema.TaggedError<IdentityConflict>()("Id
   externalId: Schema.String
 }) {}
 
+/** 503: the kit is shutting down (`dispose()` was called); the request changed nothing. */
+export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()("ServiceUnavailable", {}) {}
+
 /** 500: a defect (a bug). Logged, never answered in detail. */
 export class InternalError extends Schema.TaggedError<InternalError>()("InternalError", {
   cause: Schema.Defect
@@ -102,6 +105,7 @@ export type ApiError =
   | RouteNotFound
   | MethodNotAllowed
   | StorageError
+  | ServiceUnavailable
   | InternalError
 
 /** How one error tag is answered. */
@@ -209,6 +213,12 @@ export const errorTable: { readonly [T in ApiError["_tag"]]: ErrorInfo<Extract<A
     title: "Internal Server Error",
     type: "unkey/application/unexpected_error",
     detail: () => "We're unable to update the identity."
+  },
+  ServiceUnavailable: {
+    status: 503,
+    title: "Service Unavailable",
+    type: "unkey/application/service_unavailable",
+    detail: () => "The service is shutting down. Please try again."
   },
   InternalError: {
     status: 500,

@@ -4,9 +4,9 @@
  * `fetch` for WHATWG ones). Build it once, mount it in one or several servers, dispose it when the
  * host closes.
  */
-import { Effect, Exit, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
+import { Cause, Effect, Exit, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
 import * as Admin from "./Admin.js"
-import { type ApiError, StorageError } from "./Errors.js"
+import { type ApiError, InternalError, ServiceUnavailable, StorageError } from "./Errors.js"
 import { newId } from "./domain/Ids.js"
 import type { EndpointServices } from "./http/endpoint.js"
 import { type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
@@ -69,7 +69,11 @@ export interface IdentityKit {
     readonly deleteIdentity: (...args: Parameters<typeof Admin.deleteIdentity>) => Promise<boolean>
     readonly listAuditLog: (...args: Parameters<typeof Admin.listAuditLog>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.listAuditLog>>>
   }
-  /** Releases the runtime (closes pools, PGlite). Idempotent. */
+  /**
+   * Stops taking storage work (such requests get 503; routing and validation still answer), lets
+   * the requests in flight finish (up to 10 s, then interrupts them: 503), and releases the runtime
+   * (closes pools, PGlite). Close your server first. Idempotent.
+   */
   readonly dispose: () => Promise<void>
 }
 
@@ -160,29 +164,62 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     }))
   const runUnbuilt = Runtime.runCallback(untracedRuntime)
 
+  // Once disposing: routing and validation still answer, requests that need storage get 503.
+  const closing$: ProvideServices<never> = () => Effect.fail(new ServiceUnavailable())
+
+  // Requests in flight, so `dispose` can let them finish before it closes the storage.
+  const inflight = new Set<() => void>()
+  let onDrained: (() => void) | undefined
+
   const handle: IdentityKit["handle"] = (request, respond) => {
+    let cancelled = false
+    let answered = false
+    const answer = (response: PlainResponse) => {
+      if (answered) return
+      answered = true
+      try {
+        respond(response)
+      } catch (cause) {
+        // A host's callback that throws must not become an uncaught exception in the kit.
+        runUnbuilt(Effect.logError("identity-kit: the response callback threw", Cause.die(cause)))
+      }
+    }
+    const interrupt = () => {
+      cancelled = true
+      cancel()
+    }
     const onExit = (exit: Exit.Exit<PlainResponse>) => {
-      if (Exit.isSuccess(exit)) respond(exit.value)
+      inflight.delete(interrupt)
+      if (inflight.size === 0) onDrained?.()
+      if (Exit.isSuccess(exit)) return answer(exit.value)
+      // Interrupted by the caller (a client abort): nobody to answer. By anything else (dispose
+      // past its drain deadline, a storage layer that interrupts): still one answer.
+      if (cancelled) return
+      const error = disposed ? new ServiceUnavailable() : new InternalError({ cause: Cause.squash(exit.cause) })
+      answer(errorResponse(error, newId("req"), resolved, request.headers))
     }
     const run = disposed ? undefined : runBuilt
-    return run !== undefined
+    inflight.add(interrupt)
+    const cancel = run !== undefined
       ? run(program(request, inContext), { onExit })
-      : runUnbuilt(program(request, building$), { onExit })
+      : runUnbuilt(program(request, disposed ? closing$ : building$), { onExit })
+    return interrupt
   }
 
   const fetch: IdentityKit["fetch"] = (request, connection) =>
     new Promise<Response>((resolve) => {
       const signal = request.signal
       if (signal.aborted) return resolve(aborted())
+      let cancel: (() => void) | undefined
       const onAbort = () => {
-        cancel()
+        cancel?.()
         resolve(aborted())
       }
-      const cancel = handle(fromWebRequest(request, connection), (response) => {
+      signal.addEventListener("abort", onAbort, { once: true })
+      cancel = handle(fromWebRequest(request, connection), (response) => {
         signal.removeEventListener("abort", onAbort)
         resolve(new Response(response.body, { status: response.status, headers: response.headers }))
       })
-      signal.addEventListener("abort", onAbort, { once: true })
     })
 
   const run = <A, E2>(effect: Effect.Effect<A, E2, IdentityKitServices>): Promise<A> =>
@@ -210,7 +247,19 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       if (disposed) return
       disposed = true
       runBuilt = undefined
+      // Let the requests in flight finish (new ones get 503 from now on), then interrupt what is
+      // left, so none of them finds its storage closed under it.
+      if (inflight.size > 0) {
+        await new Promise<void>((resolve) => {
+          onDrained = resolve
+          setTimeout(resolve, DRAIN_TIMEOUT_MS).unref()
+        })
+        for (const interrupt of [...inflight]) interrupt()
+      }
       await runtime.dispose()
     }
   }
 }
+
+/** How long `dispose` waits for requests in flight before it interrupts them. */
+const DRAIN_TIMEOUT_MS = 10_000

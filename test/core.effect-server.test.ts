@@ -11,7 +11,6 @@ import {
   IdentityStore,
   layerAuthorization,
   layerMemory,
-  layerRequestValidator,
   makeIdentityKit,
   makeMemory,
   ROUTE,
@@ -21,7 +20,7 @@ import {
 describe("httpApp on an Effect user's own runtime", () => {
   it.effect("answers the route from services in the context", () =>
     Effect.gen(function*() {
-      const services = Layer.mergeAll(layerAuthorization, layerRequestValidator).pipe(Layer.provideMerge(layerMemory))
+      const services = layerAuthorization.pipe(Layer.provideMerge(layerMemory))
       const runtime = ManagedRuntime.make(services)
       const { key } = yield* Effect.promise(() =>
         runtime.runPromise(Effect.gen(function*() {

@@ -1,21 +1,13 @@
 /**
- * Success rules of spec §3 and §5 through the fetch handler on memory storage, plus the handler
- * run directly on its services under `TestClock`.
+ * Success rules of spec §3 and §5 through the fetch handler on memory storage, plus the request
+ * program run directly on its services under `TestClock`.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted, TestClock } from "effect"
-import {
-  Admin,
-  Authorization,
-  IdentityStore,
-  KeyExpired,
-  layerMemory,
-  RequestContext,
-  RequestValidator,
-  updateIdentity
-} from "identity-kit"
+import { Admin, Authorization, IdentityStore, layerMemory } from "identity-kit"
+import { makeRequestProgram, resolveHttpOptions } from "../src/http/program.js"
+import { selectRoutes } from "../src/http/routes.js"
 import * as AuthorizationLayer from "../src/services/Authorization.js"
-import * as ValidatorLayer from "../src/services/RequestValidator.js"
 import { type Answer, call, seed } from "./support/core.js"
 
 const data = (answer: Answer) => {
@@ -188,9 +180,9 @@ describe("the write (spec §5)", () => {
     }))
 })
 
-describe("the handler on its services", () => {
-  const services = Layer.mergeAll(AuthorizationLayer.layer, ValidatorLayer.layer).pipe(Layer.provideMerge(layerMemory))
-  const context = Layer.succeed(RequestContext, { requestId: "req_test", remoteIp: "198.51.100.1", userAgent: "ua" })
+describe("the request program on its services", () => {
+  const services = AuthorizationLayer.layer.pipe(Layer.provideMerge(layerMemory))
+  const program = makeRequestProgram(resolveHttpOptions(), selectRoutes(undefined))
 
   it.effect("uses the Effect Clock for timestamps and key expiry (TestClock)", () =>
     Effect.gen(function*() {
@@ -198,14 +190,22 @@ describe("the handler on its services", () => {
       yield* Admin.createWorkspace({ id: "ws_clock" })
       const { key } = yield* Admin.issueRootKey({ workspaceId: "ws_clock", expiresAt: 1_800_000_060_000 })
       yield* Admin.createIdentity({ workspaceId: "ws_clock", externalId: "ext" })
-      const raw = (meta: object) => ({
-        authorization: `Bearer ${Redacted.value(key)}`,
-        contentType: "application/json",
-        body: new TextEncoder().encode(JSON.stringify({ identity: "ext", meta }))
-      })
+      // The program runs in this fiber, on the services in context: no kit, no runtime of its own.
+      const update = (meta: object) =>
+        program({
+          method: "POST",
+          path: "/v2/identities.updateIdentity",
+          headers: {
+            authorization: `Bearer ${Redacted.value(key)}`,
+            "content-type": "application/json",
+            "x-forwarded-for": "198.51.100.1"
+          },
+          body: new TextEncoder().encode(JSON.stringify({ identity: "ext", meta }))
+        }, (effect) => effect).pipe(Effect.map((response) => ({ status: response.status, body: JSON.parse(response.body) })))
       yield* TestClock.adjust("59 seconds")
-      const result = yield* updateIdentity(raw({ t: 1 }))
-      assert.deepStrictEqual(result.meta, { t: 1 })
+      const result = yield* update({ t: 1 })
+      assert.strictEqual(result.status, 200)
+      assert.deepStrictEqual(result.body.data.meta, { t: 1 })
       const stored = yield* Effect.flatMap(IdentityStore, (store) => store.getIdentity("ws_clock", "ext"))
       assert.strictEqual(stored?.updatedAt, 1_800_000_059_000)
       const log = yield* Admin.listAuditLog("ws_clock")
@@ -213,10 +213,10 @@ describe("the handler on its services", () => {
       assert.strictEqual(log[0]?.remoteIp, "198.51.100.1")
       // Expired exactly at expiresAt.
       yield* TestClock.adjust("1 second")
-      const error = yield* Effect.flip(updateIdentity(raw({ t: 2 })))
-      assert.instanceOf(error, KeyExpired)
+      const expired = yield* update({ t: 2 })
+      assert.strictEqual(expired.status, 403)
+      assert.strictEqual(expired.body.error.detail, "The provided root key is invalid. the key has expired on 2027-01-15T08:01:00Z")
       // Services resolve from their tags.
       yield* Authorization
-      yield* RequestValidator
-    }).pipe(Effect.provide(Layer.merge(services, context))))
+    }).pipe(Effect.provide(services)))
 })

@@ -9,8 +9,8 @@ import { CreateIdentityRequest } from "../domain/Identities.js"
 import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
-import { permissions } from "./permissions.js"
-import { checkMetaSize, checkUniqueNames } from "./updateIdentity.js"
+import { permissions } from "../domain/Permissions.js"
+import { checkMetaSize, checkUniqueNames } from "./common.js"
 
 /** `POST /v2/identities.createIdentity` in the route table. */
 export const endpoint = makeEndpoint({

@@ -10,7 +10,7 @@ import { DeleteIdentityRequest } from "../domain/Identities.js"
 import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
-import { permissions } from "./permissions.js"
+import { permissions } from "../domain/Permissions.js"
 
 /** `POST /v2/identities.deleteIdentity` in the route table. */
 export const endpoint = makeEndpoint({

@@ -9,8 +9,7 @@ import { GetIdentityRequest } from "../domain/Identities.js"
 import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
-import { requireRead, requireSomeRead } from "./permissions.js"
-import { toResponseData } from "./updateIdentity.js"
+import { requireRead, requireSomeRead, toResponseData } from "./common.js"
 
 /** `POST /v2/identities.getIdentity` in the route table. */
 export const endpoint = makeEndpoint({

@@ -10,24 +10,19 @@ import type { EndpointServices } from "./endpoint.js"
 import { streamBody } from "./plain.js"
 import { type HttpOptions, makeRequestProgram, resolveHttpOptions } from "./program.js"
 import { type EndpointName, endpoints, selectRoutes } from "./routes.js"
-import { ClientAddress } from "../services/RequestContext.js"
 
 export { type HttpOptions, resolveHttpOptions } from "./program.js"
 
 /** The path of `updateIdentity` below the base path. */
 export const ROUTE = endpoints.updateIdentity.path
 
-/**
- * The app for Effect users: it takes `Authorization` and `IdentityStore` from the context. A peer
- * address comes from the `ClientAddress` service when provided, else from the platform request.
- */
+/** The app for Effect users: it takes `Authorization` and `IdentityStore` from the context. */
 export const httpApp = (options?: HttpOptions & { readonly endpoints?: ReadonlyArray<EndpointName> | undefined }) => {
   const resolved = resolveHttpOptions(options)
   const program = makeRequestProgram(resolved, selectRoutes(options?.endpoints))
   const inContext = <A, E>(effect: Effect.Effect<A, E, EndpointServices>) => effect
   return Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const peer = yield* Effect.serviceOption(ClientAddress)
     const query = request.originalUrl.indexOf("?")
     const url = query === -1 ? request.originalUrl : request.originalUrl.slice(0, query)
     const response = yield* program({
@@ -35,7 +30,7 @@ export const httpApp = (options?: HttpOptions & { readonly endpoints?: ReadonlyA
       path: url.startsWith("/") ? url : new URL(url).pathname,
       headers: request.headers,
       body: streamBody(request.source instanceof Request ? request.source.body : Stream.toReadableStream(request.stream)),
-      remoteAddress: Option.getOrUndefined(Option.orElse(peer, () => request.remoteAddress))
+      remoteAddress: Option.getOrUndefined(request.remoteAddress)
     }, inContext)
     return HttpServerResponse.text(response.body, {
       status: response.status,

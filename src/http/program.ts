@@ -16,15 +16,15 @@ import {
   PayloadTooLarge,
   renderError,
   RouteNotFound,
+  type ServiceUnavailable,
   type StorageError,
   ValidationIssue
 } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { withSpan } from "../internal/trace.js"
-import { remoteIpOf } from "../services/RequestContext.js"
-import { parseRequest, schemaDetail } from "../services/RequestValidator.js"
 import type { EndpointServices, Route } from "./endpoint.js"
 import { headerValue, type PlainBody, type PlainRequest, type PlainResponse } from "./plain.js"
+import { parseRequest, remoteIpOf, schemaDetail } from "./request.js"
 
 /** Options of the HTTP boundary, shared by every adapter. */
 export interface HttpOptions {
@@ -60,11 +60,12 @@ export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptio
 
 /**
  * Gives the handler its services: on the kit's built runtime they are already there; before it is
- * built (or when it failed to build) this builds it, failing with the `StorageError` answered as 500.
+ * built (or when it failed to build) this builds it, failing with the `StorageError` answered as
+ * 500; once the kit is disposing, it fails with `ServiceUnavailable` (503).
  */
 export type ProvideServices<R> = <A, E>(
   effect: Effect.Effect<A, E, EndpointServices>
-) => Effect.Effect<A, E | StorageError, R>
+) => Effect.Effect<A, E | StorageError | ServiceUnavailable, R>
 
 /** The program for a set of routes: `(request, provide) => Effect<PlainResponse>` that never fails. */
 export type RequestProgram = <R>(request: PlainRequest, provide: ProvideServices<R>) => Effect.Effect<PlainResponse, never, R>

@@ -17,12 +17,13 @@ import {
   WorkspaceNotFound
 } from "../Errors.js"
 import type { RootKeyLookup } from "../domain/Model.js"
+import { permissions } from "../domain/Permissions.js"
 import { annotate, withSpan } from "../internal/trace.js"
 import { IdentityStore, type IdentityStoreService } from "./IdentityStore.js"
 import { type RootKeyEvent, RootKeyEvents } from "./RootKeyEvents.js"
 
 /** The permission `updateIdentity` requires, matched exactly (no wildcards). */
-export const UPDATE_IDENTITY_PERMISSION = "identity.*.update_identity"
+export const UPDATE_IDENTITY_PERMISSION = permissions.updateIdentity
 
 /** A root key that passed every check. */
 export interface AuthorizedKey {

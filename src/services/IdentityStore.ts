@@ -17,7 +17,7 @@ import type {
   Workspace
 } from "../domain/Model.js"
 
-/** An identity to create (admin operation). */
+/** An identity to create (createIdentity, or the admin API). */
 export interface NewIdentity {
   readonly workspaceId: string
   readonly externalId: string
@@ -69,7 +69,7 @@ export interface IdentityStoreService {
    */
   readonly updateIdentity: (update: IdentityUpdate) => Effect.Effect<Identity, IdentityNotFound | StorageError>
 
-  // Admin operations: for host apps, seeds and tests. Not reachable over HTTP.
+  // Workspaces and root keys: admin operations for host apps, seeds and tests, not reachable over HTTP.
 
   /** Inserts a workspace (or replaces the one with the same id). */
   readonly putWorkspace: (workspace: Workspace) => Effect.Effect<Workspace, StorageError>

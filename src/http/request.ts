@@ -1,37 +1,17 @@
 /**
- * Request validation: the V-checks of spec §2 in their order — Authorization present, Content-Type
- * JSON, body not empty, JSON syntax (`parseRequest`, shared by every endpoint), then the endpoint's
- * body schema with every violation reported (`src/http/endpoint.ts`).
+ * The V-checks every endpoint shares (spec §2 V1–V4), in their order: Authorization present,
+ * Content-Type JSON, body not empty, JSON syntax. The endpoint's body schema (V5) follows in
+ * `./endpoint.ts`.
  */
-import { Context, Effect, Either, Layer, Redacted } from "effect"
+import { Either, Redacted } from "effect"
 import { InvalidInput, ValidationIssue } from "../Errors.js"
-import { UpdateIdentityRequest } from "../domain/UpdateIdentity.js"
-import { makeBodyDecoder } from "../http/endpoint.js"
 
-/** What the HTTP edge hands to validation: headers that matter and the raw body bytes. */
+/** What V1–V4 read: the headers that matter and the raw body bytes. */
 export interface RawRequest {
   readonly authorization: string | undefined
   readonly contentType: string | undefined
   readonly body: Uint8Array
 }
-
-/** A request that passed V1–V5. */
-export interface ValidatedRequest {
-  /** The Authorization header, trimmed; `Redacted` so it never reaches a log. */
-  readonly authorization: Redacted.Redacted<string>
-  readonly body: UpdateIdentityRequest
-}
-
-/** The validation service (of `updateIdentity`'s body). */
-export interface RequestValidatorService {
-  readonly validate: (request: RawRequest) => Effect.Effect<ValidatedRequest, InvalidInput>
-}
-
-/** The validation service tag. */
-export class RequestValidator extends Context.Tag("identity-kit/RequestValidator")<
-  RequestValidator,
-  RequestValidatorService
->() {}
 
 const invalid = (detail: string, errors: ReadonlyArray<ValidationIssue> = []) => new InvalidInput({ detail, errors })
 
@@ -87,21 +67,8 @@ export const parseRequest = (request: RawRequest, path: string): Either.Either<P
   }
 }
 
-const PATH = "/v2/identities.updateIdentity"
-const decodeBody = makeBodyDecoder(UpdateIdentityRequest, "reject")
-
-const validate = (request: RawRequest): Effect.Effect<ValidatedRequest, InvalidInput> =>
-  Effect.suspend(() => {
-    const parsed = parseRequest(request, PATH)
-    if (Either.isLeft(parsed)) return Effect.fail(parsed.left)
-    const decoded = decodeBody(parsed.right.json)
-    return Either.isLeft(decoded)
-      ? Effect.fail(invalid(schemaDetail(PATH), decoded.left))
-      : Effect.succeed({ authorization: parsed.right.authorization, body: decoded.right })
-  })
-
-/** The validation service (stateless). */
-export const validator: RequestValidatorService = { validate }
-
-/** The validation layer. */
-export const layer: Layer.Layer<RequestValidator> = Layer.succeed(RequestValidator, validator)
+/** Remote IP for the audit log: the first `X-Forwarded-For` value, else the peer address. */
+export const remoteIpOf = (forwardedFor: string | undefined, peer: string | undefined): string => {
+  const first = forwardedFor?.split(",")[0]?.trim()
+  return first !== undefined && first !== "" ? first : peer ?? ""
+}
