@@ -1,7 +1,8 @@
 /**
  * The server under test: identity-kit on Node's own `http` (`createNodeHandler`) or on Fastify 5
  * (the `identityKit` plugin), with `layerPostgres` against the bench database. Started by
- * `bench/run.ts` as a child process; can also be run by hand:
+ * `bench/run.ts` as a child process (with `--import .build/probe.mjs`, see `probe.ts`); can also be
+ * run by hand:
  *
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/identity_kit_bench PORT=4001 \
  *     npx tsx --conditions=@identity-kit/source bench/server.ts
@@ -10,24 +11,26 @@
  * - `DATABASE_URL` (required), `PORT` (default 0: any free port),
  * - `BENCH_HOST` `node` (default) or `fastify`,
  * - `BENCH_POOL` pool size (default 8, as the naive peer's `pg.Pool({ max: 8 })`),
+ * - `BENCH_ROOT_KEY_CACHE=off`: `rootKeyCache: false` (default: the kit's default),
  * - `BENCH_STORAGE` `postgres` (default) or `memory` (diagnostic: the HTTP and Effect layers with no
- *   database; the server then seeds itself with the bench volume, workspace `ws_bench` and the root
- *   key `BENCH_ROOT_KEY`).
+ *   database; the server then seeds itself with the bench volume and the root key `BENCH_ROOT_KEY`).
  *
  * Prints `listening <port>` once the pool is up and migrations are applied (so the first request
  * does not pay for them). With an IPC channel (as `run.ts` starts it), it answers
- * `{ type: "stats" }` with its query count and memory, and `{ type: "profile-start" }` /
- * `{ type: "profile-stop", file }` with a V8 CPU profile of just that window.
+ * `{ type: "stats" }` with its SQL round-trip count, and `{ type: "profile-start" }` /
+ * `{ type: "profile-stop", file }` with a V8 CPU and allocation profile of just that window.
+ * `probe-*` messages are the probe's.
  */
 import { writeFile } from "node:fs/promises"
 import { createServer } from "node:http"
 import { Session } from "node:inspector/promises"
 import type { AddressInfo } from "node:net"
 import { createRequire } from "node:module"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { layerMemory, makeIdentityKit } from "identity-kit"
 import { createNodeHandler } from "identity-kit/node"
 import { layerPostgres } from "identity-kit/postgres"
+import { seed } from "./workload.js"
 
 const url = process.env["DATABASE_URL"]
 if (url === undefined || url === "") {
@@ -52,15 +55,14 @@ pg.Client.prototype.query = function(this: unknown, ...args: Array<unknown>) {
 }
 
 const storage = process.env["BENCH_STORAGE"] ?? "postgres"
-// BENCH_ROOT_KEY_CACHE=<seconds>: the opt-in root-key cache (off unless set).
-const cacheSeconds = Number(process.env["BENCH_ROOT_KEY_CACHE"] ?? 0)
-const rootKeyCache = cacheSeconds > 0 ? { ttl: `${cacheSeconds} seconds` as const } : undefined
-const kit = storage === "memory"
-  ? makeIdentityKit({ storage: layerMemory, rootKeyCache })
-  : makeIdentityKit({
-    storage: layerPostgres({ url, maxConnections: poolSize, applicationName: "identity-kit-bench" }),
-    rootKeyCache
-  })
+// `--no-root-key-cache` in run.ts: every request reads its key from storage (two round trips).
+const cacheOff = process.env["BENCH_ROOT_KEY_CACHE"] === "off"
+const kit = makeIdentityKit({
+  storage: storage === "memory"
+    ? layerMemory
+    : layerPostgres({ url, maxConnections: poolSize, applicationName: "identity-kit-bench" }),
+  rootKeyCache: cacheOff ? false : undefined
+})
 
 // Build the runtime now: pool tested, migrations applied, or a non-zero exit.
 try {
@@ -68,19 +70,7 @@ try {
   if (storage === "memory") {
     const rootKey = process.env["BENCH_ROOT_KEY"]
     if (rootKey === undefined) throw new Error("BENCH_STORAGE=memory needs BENCH_ROOT_KEY")
-    await kit.admin.createWorkspace({ id: "ws_bench", name: "bench" })
-    await kit.admin.issueRootKey({ workspaceId: "ws_bench", key: Redacted.make(rootKey) })
-    for (let n = 1; n <= 10_000; n++) {
-      await kit.admin.createIdentity({
-        workspaceId: "ws_bench",
-        externalId: `user_${n}`,
-        meta: { plan: "free" },
-        ratelimits: [
-          { name: "rl1", limit: 100, duration: 60000, autoApply: false },
-          { name: "rl2", limit: 100, duration: 60000, autoApply: false }
-        ]
-      })
-    }
+    await seed(kit, { key: rootKey, concurrency: 1 })
   }
 } catch (cause) {
   console.error("bench/server.ts: could not start identity-kit", cause)
@@ -115,10 +105,7 @@ if (host === "fastify") {
 let session: Session | undefined
 const onMessage = async (message: unknown): Promise<unknown> => {
   const type = typeof message === "object" && message !== null ? Reflect.get(message, "type") : undefined
-  if (type === "stats") {
-    const memory = process.memoryUsage()
-    return { type, queries, rss: memory.rss, heapUsed: memory.heapUsed, cpu: process.cpuUsage() }
-  }
+  if (type === "stats") return { type, queries }
   if (type === "profile-start") {
     session = new Session()
     session.connect()
@@ -148,6 +135,8 @@ const onMessage = async (message: unknown): Promise<unknown> => {
   return { type: "error", message: `unknown message ${String(type)}` }
 }
 process.on("message", (message) => {
+  const type = typeof message === "object" && message !== null ? Reflect.get(message, "type") : undefined
+  if (typeof type === "string" && type.startsWith("probe-")) return
   onMessage(message).then(
     (reply) => process.send?.(reply),
     (error: unknown) => process.send?.({ type: "error", message: String(error) })
