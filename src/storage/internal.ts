@@ -4,7 +4,14 @@
  * and search, shared by every layer.
  */
 import { newId } from "../domain/Ids.js"
-import type { AuditContext, AuditLogEntry, IdentityUpdate, Ratelimit, RatelimitInput } from "../domain/Model.js"
+import type {
+  AuditContext,
+  AuditEvent,
+  AuditLogEntry,
+  IdentityUpdate,
+  Ratelimit,
+  RatelimitInput
+} from "../domain/Model.js"
 
 /** What replacing an identity's ratelimit set does. */
 export interface RatelimitPlan {
@@ -26,13 +33,28 @@ export const planRatelimitChanges = (
   const updated: Array<Ratelimit> = []
   const result = requested.map((input): Ratelimit => {
     const old = existing.get(input.name)
-    const values = { name: input.name, limit: input.limit, duration: input.duration, autoApply: input.autoApply }
     if (old === undefined) {
-      const rl = { id: newId("rl", now), ...values, createdAt: now, updatedAt: null }
+      const rl: Ratelimit = {
+        id: newId("rl", now),
+        name: input.name,
+        limit: input.limit,
+        duration: input.duration,
+        autoApply: input.autoApply,
+        createdAt: now,
+        updatedAt: null
+      }
       created.push(rl)
       return rl
     }
-    const rl = { ...old, ...values, updatedAt: now }
+    const rl: Ratelimit = {
+      id: old.id,
+      name: input.name,
+      limit: input.limit,
+      duration: input.duration,
+      autoApply: input.autoApply,
+      createdAt: old.createdAt,
+      updatedAt: now
+    }
     updated.push(rl)
     return rl
   })
@@ -41,117 +63,107 @@ export const planRatelimitChanges = (
   return { result, created, updated, deleted }
 }
 
+/** Who wrote it and when: the fields every audit entry of one request shares. */
+interface AuditBase {
+  readonly workspaceId: string
+  readonly audit: AuditContext
+  readonly time: number
+}
+
+type Resource = AuditLogEntry["resources"][number]
+
+/**
+ * One audit entry, every field written out in one literal: entries all share one shape (no object
+ * spread per entry), which keeps the memory layer's audit log cheap to build and to keep.
+ */
+const auditEntry = (
+  base: AuditBase,
+  event: AuditEvent,
+  display: string,
+  resources: ReadonlyArray<Resource>
+): AuditLogEntry => ({
+  id: newId("log", base.time),
+  workspaceId: base.workspaceId,
+  event,
+  display,
+  actorType: "rootkey",
+  actorId: base.audit.actorId,
+  actorName: base.audit.actorName,
+  remoteIp: base.audit.remoteIp,
+  userAgent: base.audit.userAgent,
+  time: base.time,
+  resources
+})
+
+const identityResource = (identity: { readonly id: string; readonly externalId: string }): Resource => ({
+  type: "identity",
+  id: identity.id,
+  name: identity.externalId
+})
+
+const ratelimitResource = (rl: { readonly id: string; readonly name: string }): Resource => ({
+  type: "ratelimit",
+  id: rl.id,
+  name: rl.name
+})
+
 /** The audit entries of one update: `identity.update`, then one per ratelimit touched. */
 export const updateAuditEntries = (
   identity: { readonly id: string; readonly externalId: string },
   plan: RatelimitPlan | undefined,
   update: IdentityUpdate
 ): Array<AuditLogEntry> => {
-  const base = {
-    workspaceId: update.workspaceId,
-    actorType: "rootkey" as const,
-    actorId: update.audit.actorId,
-    actorName: update.audit.actorName,
-    remoteIp: update.audit.remoteIp,
-    userAgent: update.audit.userAgent,
-    time: update.now
-  }
-  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
-  const entries: Array<AuditLogEntry> = [{
-    ...base,
-    id: newId("log", update.now),
-    event: "identity.update",
-    display: `Updated identity ${identity.id}`,
-    resources: [identityResource]
-  }]
+  const base: AuditBase = { workspaceId: update.workspaceId, audit: update.audit, time: update.now }
+  const target = identityResource(identity)
+  const entries = [auditEntry(base, "identity.update", `Updated identity ${identity.id}`, [target])]
   if (plan === undefined) return entries
-  const touched = [
-    ...plan.created.map((rl) => ["create", "Created", rl] as const),
-    ...plan.updated.map((rl) => ["update", "Updated", rl] as const),
-    ...plan.deleted.map((rl) => ["delete", "Deleted", rl] as const)
-  ]
-  for (const [verb, display, rl] of touched) {
-    entries.push({
-      ...base,
-      id: newId("log", update.now),
-      event: `ratelimit.${verb}`,
-      display: `${display} ratelimit ${rl.id}`,
-      resources: [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
-    })
+  const touched = (event: AuditEvent, verb: string, rls: ReadonlyArray<Ratelimit>) => {
+    for (const rl of rls) entries.push(auditEntry(base, event, `${verb} ratelimit ${rl.id}`, [target, ratelimitResource(rl)]))
+  }
+  touched("ratelimit.create", "Created", plan.created)
+  touched("ratelimit.update", "Updated", plan.updated)
+  touched("ratelimit.delete", "Deleted", plan.deleted)
+  return entries
+}
+
+/**
+ * The audit entries of a create or a delete (identities contract §1 step 4, §4): the identity's
+ * entry, then one per ratelimit — in request order on create; on delete (whose ratelimit rows stay)
+ * in the order the set was last given, as updateIdentity's deletions. Displays end with a period,
+ * as the reference's.
+ */
+const lifecycleAuditEntries = (
+  change: "create" | "delete",
+  identity: { readonly id: string; readonly workspaceId: string; readonly externalId: string },
+  ratelimits: ReadonlyArray<{ readonly id: string; readonly name: string }>,
+  audit: AuditContext,
+  now: number
+): Array<AuditLogEntry> => {
+  const base: AuditBase = { workspaceId: identity.workspaceId, audit, time: now }
+  const verb = change === "create" ? "Created" : "Deleted"
+  const target = identityResource(identity)
+  const entries = [auditEntry(base, `identity.${change}`, `${verb} identity ${identity.id}.`, [target])]
+  for (const rl of ratelimits) {
+    entries.push(auditEntry(base, `ratelimit.${change}`, `${verb} ratelimit ${rl.id}.`, [target, ratelimitResource(rl)]))
   }
   return entries
 }
 
-/** Who wrote it and when: the fields every audit entry of one request shares. */
-const auditBase = (workspaceId: string, audit: AuditContext, now: number) => ({
-  workspaceId,
-  actorType: "rootkey" as const,
-  actorId: audit.actorId,
-  actorName: audit.actorName,
-  remoteIp: audit.remoteIp,
-  userAgent: audit.userAgent,
-  time: now
-})
-
-/**
- * The audit entries of a create (identities contract §1 step 4): `identity.create`, then one
- * `ratelimit.create` per ratelimit in request order. Displays end with a period, as the reference's.
- */
+/** The audit entries of a create: `identity.create`, then one `ratelimit.create` per ratelimit. */
 export const createAuditEntries = (
   identity: { readonly id: string; readonly workspaceId: string; readonly externalId: string },
   ratelimits: ReadonlyArray<{ readonly id: string; readonly name: string }>,
   audit: AuditContext,
   now: number
-): Array<AuditLogEntry> => {
-  const base = auditBase(identity.workspaceId, audit, now)
-  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
-  return [
-    {
-      ...base,
-      id: newId("log", now),
-      event: "identity.create",
-      display: `Created identity ${identity.id}.`,
-      resources: [identityResource]
-    },
-    ...ratelimits.map((rl): AuditLogEntry => ({
-      ...base,
-      id: newId("log", now),
-      event: "ratelimit.create",
-      display: `Created ratelimit ${rl.id}.`,
-      resources: [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
-    }))
-  ]
-}
+): Array<AuditLogEntry> => lifecycleAuditEntries("create", identity, ratelimits, audit, now)
 
-/**
- * The audit entries of a delete (contract §4): `identity.delete`, then one `ratelimit.delete` per
- * ratelimit (whose rows stay), in the order the set was last given, as updateIdentity's deletions.
- */
+/** The audit entries of a delete: `identity.delete`, then one `ratelimit.delete` per ratelimit. */
 export const deleteAuditEntries = (
   identity: { readonly id: string; readonly workspaceId: string; readonly externalId: string },
   ratelimits: ReadonlyArray<{ readonly id: string; readonly name: string }>,
   audit: AuditContext,
   now: number
-): Array<AuditLogEntry> => {
-  const base = auditBase(identity.workspaceId, audit, now)
-  const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
-  return [
-    {
-      ...base,
-      id: newId("log", now),
-      event: "identity.delete",
-      display: `Deleted identity ${identity.id}.`,
-      resources: [identityResource]
-    },
-    ...ratelimits.map((rl): AuditLogEntry => ({
-      ...base,
-      id: newId("log", now),
-      event: "ratelimit.delete",
-      display: `Deleted ratelimit ${rl.id}.`,
-      resources: [identityResource, { type: "ratelimit", id: rl.id, name: rl.name }]
-    }))
-  ]
-}
+): Array<AuditLogEntry> => lifecycleAuditEntries("delete", identity, ratelimits, audit, now)
 
 // --- listIdentities: one rule for every layer -------------------------------------------------
 
