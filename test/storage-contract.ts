@@ -504,6 +504,28 @@ export const storageContract = <R, E>(
         assert.deepStrictEqual(live && fields(live), fields(identity))
       }))
 
+    it.effect("a NUL or a lone surrogate names no identity: get null, delete false, update IdentityNotFound", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        // What a PostgreSQL driver would turn a lone surrogate into (U+FFFD), and a NUL's neighbour.
+        const replaced = yield* store.createIdentity({ workspaceId, externalId: "x\uFFFD", now: T0 })
+        const plain = yield* store.createIdentity({ workspaceId, externalId: "x", now: T0 })
+        for (const ref of ["x\uD800", "x\uDC00", "\uDFFFx", "x\uDC00\uD800", `${replaced.id}\uD800`, "x\u0000", `${plain.id}\u0000`]) {
+          const label = JSON.stringify(ref)
+          assert.isNull(yield* store.getIdentity(workspaceId, ref), label)
+          const error = yield* Effect.flip(update(store, workspaceId, ref, { meta: `{"x":1}`, ratelimits: [rl("y_1")] }, T0 + 1))
+          assert.strictEqual(error._tag, "IdentityNotFound", label)
+          assert.isFalse(yield* store.deleteIdentity(workspaceId, ref, T0 + 2, audit), label)
+        }
+        // Nothing written: both identities as created, no audit entry.
+        assert.deepStrictEqual(fields(yield* found(store, workspaceId, "x\uFFFD")), fields(replaced))
+        assert.deepStrictEqual(fields(yield* found(store, workspaceId, "x")), fields(plain))
+        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+        // A well-formed pair is an ordinary character.
+        const pair = yield* store.createIdentity({ workspaceId, externalId: "x\uD83D\uDE00", now: T0 })
+        assert.strictEqual((yield* found(store, workspaceId, "x\uD83D\uDE00")).id, pair.id)
+      }))
+
     it.effect("20 concurrent updates of one identity serialise: one request's state, exact audit", () =>
       Effect.gen(function*() {
         const size = 4

@@ -1,16 +1,20 @@
 /**
- * The storage hot path beyond the contract: ids made in Node (exactly the old base58), and on
- * PostgreSQL (when `DATABASE_URL` is set) the pool executor of `layerPostgresClient`: named prepared
- * statements, and a statement cancelled in the database when its fiber is interrupted.
+ * The storage hot path beyond the contract: ids made in Node (exactly the old base58), the pool
+ * executor's cancel against stand-ins (a pool and a server), and on PostgreSQL (when
+ * `DATABASE_URL` is set) the pool executor of `layerPostgresClient`: named prepared statements, a
+ * statement cancelled in the database when its fiber is interrupted, and a pool whose every
+ * connection was interrupted still serving the next statement.
  */
 import { randomBytes } from "node:crypto"
+import { createServer, type Socket } from "node:net"
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer } from "effect"
+import { Context, Deferred, Effect, Either, Fiber, Layer } from "effect"
 import { type IdentityPage, IdentityStore, newId } from "identity-kit"
 import { layerPostgresClient } from "identity-kit/postgres"
-import { layerMigrations, layerSql } from "identity-kit/sql"
+import { layerMigrations, layerSql, StatementExecutor } from "identity-kit/sql"
 import { base58 } from "../src/domain/Ids.js"
+import { fromPgPool, type PgArrayResult, type PgPool, type PgPoolClient, sendCancelRequest } from "../src/storage/executor.js"
 
 /** The textbook base58 (one BigInt step per byte and per digit): the reference for the fast one. */
 const referenceBase58 = (bytes: Uint8Array): string => {
@@ -67,6 +71,118 @@ describe("ids", () => {
     // Before the epoch: 4 zero bytes, written as four leading "1"s.
     assert.match(newId("rl", 0), /^rl_1111[1-9A-HJ-NP-Za-km-z]+$/)
   })
+})
+
+// --- the pool executor's cancel, against stand-ins ----------------------------------------------
+
+/** A TCP server in the place of PostgreSQL's postmaster: records each request of 16 bytes. */
+const cancelTarget = (onRequest: (socket: Socket) => void) =>
+  Effect.gen(function*() {
+    const received: Array<Buffer> = []
+    const sockets = new Set<Socket>()
+    const server = createServer((socket) => {
+      sockets.add(socket)
+      let data = Buffer.alloc(0)
+      socket.on("error", () => {})
+      socket.on("data", (chunk) => {
+        data = Buffer.concat([data, chunk])
+        if (data.length < 16) return
+        received.push(data)
+        onRequest(socket)
+      })
+    })
+    const port = yield* Effect.acquireRelease(
+      Effect.async<number>((resume) => {
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0))
+        })
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { port, received }
+  })
+
+/** A pool of one stand-in connection whose statements answer only when the test says so. */
+const standInPool = (port: number) => {
+  const state: {
+    answer: ((error: Error | null | undefined, result: PgArrayResult | undefined) => void) | undefined
+    readonly releases: Array<{ readonly error: Error | undefined }>
+  } = { answer: undefined, releases: [] }
+  const client: PgPoolClient = {
+    processID: 4242,
+    secretKey: -123_456_789,
+    host: "127.0.0.1",
+    port,
+    query: (_config, callback) => {
+      state.answer = callback
+      return undefined
+    },
+    on: () => undefined
+  }
+  const pool: PgPool = {
+    ending: false,
+    connect: (callback) => callback(undefined, client, (error) => state.releases.push({ error })),
+    // A cancel through the pool would wait here forever, as it does on a pool whose every
+    // connection is held by an interrupted statement.
+    query: () => undefined
+  }
+  return { pool, state }
+}
+
+/** The CancelRequest the protocol defines: length 16, code 80877102, process id, secret key. */
+const cancelRequest = (processID: number, secretKey: number) => {
+  const message = Buffer.alloc(16)
+  message.writeInt32BE(16, 0)
+  message.writeInt32BE(80877102, 4)
+  message.writeInt32BE(processID, 8)
+  message.writeInt32BE(secretKey, 12)
+  return message
+}
+
+const SLEEP = { name: "identity_kit_test_sleep", text: "SELECT pg_sleep($1::float8)" }
+const ONE = { name: "identity_kit_test_one", text: "SELECT 1" }
+
+describe("the pool executor's cancel", () => {
+  it.live("sendCancelRequest: a CancelRequest on a socket of its own; final once the server closed it", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const target = yield* cancelTarget((socket) => socket.end())
+      const settled = yield* Deferred.make<boolean>()
+      const sent = sendCancelRequest(
+        { processID: 77, secretKey: -5, host: "127.0.0.1", port: target.port, query: () => undefined, on: () => undefined },
+        (final) => Deferred.unsafeDone(settled, Effect.succeed(final))
+      )
+      assert.isTrue(sent)
+      assert.isTrue(yield* Deferred.await(settled))
+      assert.deepStrictEqual(target.received, [cancelRequest(77, -5)])
+    })))
+
+  it.effect("sendCancelRequest: nothing sent without the backend's key", () =>
+    Effect.sync(() => {
+      const client: PgPoolClient = { processID: 77, host: "127.0.0.1", port: 1, query: () => undefined, on: () => undefined }
+      assert.isFalse(sendCancelRequest(client, () => assert.fail("settled")))
+    }))
+
+  it.live("an interrupted statement is cancelled outside the pool, and the connection closed if it answers first", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // The server reads the request and keeps the socket open: the cancel may still be on its way.
+      const target = yield* cancelTarget(() => {})
+      const { pool, state } = standInPool(target.port)
+      const running = yield* Effect.fork(fromPgPool(pool).execute(SLEEP, [60], () => "answered"))
+      yield* eventually(Effect.sync(() => state.answer !== undefined))
+      yield* Fiber.interrupt(running)
+      yield* eventually(Effect.sync(() => target.received.length === 1))
+      assert.deepStrictEqual(target.received, [cancelRequest(4242, -123_456_789)])
+      assert.deepStrictEqual(state.releases, [], "held until the statement answers")
+      // The statement answers (as a cancelled one does) while the cancel may still arrive.
+      state.answer?.(new Error("canceling statement due to user request"), undefined)
+      assert.strictEqual(state.releases.length, 1)
+      assert.instanceOf(state.releases[0]?.error, Error, "released with an error: the pool closes it")
+    })))
 })
 
 // --- the pool executor on PostgreSQL ---------------------------------------------------------
@@ -244,4 +360,36 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         assert.strictEqual((yield* store.listAuditLog(workspaceId)).length, 1)
       }))
   })
+
+  // Every connection of the pool runs a statement that is then interrupted: the cancels must not
+  // need a pool connection themselves, or nothing is cancelled and the next statement waits for
+  // `connectTimeout` and fails.
+  for (const size of [1, 2]) {
+    it.effect(`a pool of ${size} whose every statement was interrupted runs the next statement`, () =>
+      Effect.scoped(Effect.gen(function*() {
+        const name = `identity-kit-wedge-${randomBytes(4).toString("hex")}`
+        const pool = yield* Layer.build(
+          layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: size, applicationName: name, connectTimeout: "3 seconds" })
+        )
+        const executor = Context.get(pool, StatementExecutor)
+        const observer = Context.get(yield* Layer.build(layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: 1 })), SqlClient.SqlClient)
+        const sleeping = observer<{ readonly n: number }>`
+          SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE application_name = ${name} AND state = 'active' AND query LIKE '%pg_sleep%'`.pipe(
+          Effect.map((rows) => rows[0]?.n ?? 0)
+        )
+        const sleepers = yield* Effect.forEach(
+          Array.from({ length: size }),
+          () => Effect.fork(executor.execute(SLEEP, [30], () => "slept")),
+          { concurrency: "unbounded" }
+        )
+        yield* eventually(Effect.map(sleeping, (n) => n === size))
+        yield* Fiber.interruptAll(sleepers)
+
+        const next = yield* Effect.either(executor.execute(ONE, [], (rows) => rows[0]?.[0]))
+        assert.deepStrictEqual(next, Either.right(1), "the next statement succeeds")
+        // And the interrupted statements were cancelled in the database.
+        yield* eventually(Effect.map(sleeping, (n) => n === 0))
+      })), 60_000)
+  }
 })

@@ -11,6 +11,7 @@
  * the caller's `decode` (built once, see sql.ts). A statement run inside a `SqlClient` transaction
  * always goes through the `SqlClient`, so it joins the transaction like any other statement.
  */
+import { connect as connectSocket, type Socket } from "node:net"
 import { SqlClient } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
 import { Context, Effect, Option } from "effect"
@@ -89,6 +90,11 @@ export interface PgArrayResult {
 export interface PgPoolClient {
   /** The backend's process id, known once connected. */
   readonly processID?: number | null | undefined
+  /** The backend's cancel key (BackendKeyData), known once connected. */
+  readonly secretKey?: number | null | undefined
+  /** Where the connection goes: a host name or address, or a Unix socket directory (`/…`). */
+  readonly host?: string | undefined
+  readonly port?: number | string | undefined
   query(
     config: { readonly name: string; readonly text: string; readonly values: Values; readonly rowMode: "array" },
     callback: (error: Error | null | undefined, result: PgArrayResult | undefined) => void
@@ -113,13 +119,73 @@ const ignore = () => {}
 // has to exist.
 const guarded = new WeakSet<PgPoolClient>()
 
+/** The protocol's CancelRequest code (1234 << 16 | 5678). */
+const CANCEL_REQUEST_CODE = 80877102
+
+/** Longest life of a cancel request's socket: past it, the cancel counts as maybe still coming. */
+const CANCEL_SOCKET_TIMEOUT_MS = 10_000
+
+/**
+ * Sends a protocol-level CancelRequest for `client`'s backend on a socket of its own: no pool
+ * connection, no login, so it works when every pool connection is busy. Plain TCP (or the Unix
+ * socket), as libpq's `PQcancel` sends it: PostgreSQL reads a cancel before any TLS. Calls
+ * `settled(true)` when no cancel can reach the backend any more: the server closed the socket
+ * after reading the request (it has then signalled the backend, or found nothing to cancel), or
+ * the socket never connected; `settled(false)` when that is unknown (an error, or no close in
+ * time, once connected). Answers false, without calling `settled`, when nothing was sent (no key
+ * or address).
+ */
+export const sendCancelRequest = (client: PgPoolClient, settled: (final: boolean) => void): boolean => {
+  const { host, processID, secretKey } = client
+  const port = Number(client.port ?? 5432)
+  if (
+    typeof processID !== "number" || typeof secretKey !== "number" || typeof host !== "string" || host === "" ||
+    !Number.isInteger(port)
+  ) return false
+  const message = Buffer.alloc(16)
+  message.writeInt32BE(16, 0)
+  message.writeInt32BE(CANCEL_REQUEST_CODE, 4)
+  message.writeInt32BE(processID, 8)
+  message.writeInt32BE(secretKey, 12)
+  let socket: Socket
+  try {
+    // A host starting with "/" is the directory of PostgreSQL's Unix socket, as in node-postgres.
+    socket = host.startsWith("/")
+      ? connectSocket({ path: `${host}/.s.PGSQL.${port}` })
+      : connectSocket({ host, port })
+  } catch {
+    return false
+  }
+  let connected = false
+  let written = false
+  let failed = false
+  socket.setTimeout(CANCEL_SOCKET_TIMEOUT_MS, () => {
+    failed = true
+    socket.destroy()
+  })
+  socket.on("connect", () => {
+    connected = true
+    socket.write(message, (error) => {
+      if (error === undefined || error === null) written = true
+    })
+  })
+  socket.on("error", () => {
+    failed = true
+  })
+  // The server answers nothing and closes the socket once it has handled the request.
+  socket.on("close", () => settled(!connected || (written && !failed)))
+  return true
+}
+
 /**
  * Named prepared statements on a `pg` pool: parsed and planned once per connection, then only
  * bound and executed. One `Effect.async` per statement, with no `AbortController`.
  *
- * Interruption cancels a running statement with `pg_cancel_backend` on another connection, as
- * `@effect/sql-pg` does. The connection goes back to the pool only once both the statement has
- * answered and the cancel request has finished, so a late cancel can never hit another caller's
+ * Interruption cancels a running statement with a protocol-level CancelRequest on a socket of its
+ * own, not through the pool (a cancel waiting for a pool connection, while every connection waits
+ * for its cancel, would stall the pool). A connection whose statement answered once its cancel was
+ * handled goes back to the pool; one that answered while its cancel may still be on the way is
+ * released with an error, so the pool closes it: a late cancel can never hit another caller's
  * statement on a reused connection. A statement is one implicit transaction: cancelled, it either
  * committed or left nothing.
  */
@@ -131,14 +197,8 @@ export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
       let state = 0
       let client: PgPoolClient | undefined
       let release: ((error?: Error) => void) | undefined
-      let answered = false
-      let cancelling = false
-      const releaseWhenIdle = () => {
-        if (!answered || cancelling || release === undefined) return
-        const done = release
-        release = undefined
-        done()
-      }
+      // Whether a cancel request may still reach the connection's backend.
+      let cancelPending = false
 
       pool.connect((error, acquired, releaseClient) => {
         if (state === 2) {
@@ -161,8 +221,12 @@ export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
           guarded.add(acquired)
         }
         const onAnswer = (error: Error | null | undefined, result: PgArrayResult | undefined) => {
-          answered = true
-          releaseWhenIdle()
+          const done = release
+          release = undefined
+          if (done !== undefined) {
+            if (cancelPending) done(new Error("identity-kit: closing a connection whose cancel request may still arrive"))
+            else done()
+          }
           if (state === 2) return
           state = 2
           resume(
@@ -182,13 +246,12 @@ export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
       return Effect.sync(() => {
         const running = state === 1
         state = 2
-        const processId = client?.processID
-        if (!running || processId === undefined || processId === null || pool.ending) return
-        cancelling = true
-        // Best effort, like @effect/sql-pg's: a failed cancel leaves the statement to finish.
-        pool.query("SELECT pg_cancel_backend($1)", [processId], () => {
-          cancelling = false
-          releaseWhenIdle()
+        if (!running || client === undefined || release === undefined) return
+        // Best effort, like @effect/sql-pg's cancel: a cancel that fails leaves the statement to
+        // finish, and the connection goes back once it answered.
+        cancelPending = sendCancelRequest(client, (final) => {
+          // Not final: the request may still arrive, so the connection stays marked.
+          if (final) cancelPending = false
         })
       })
     })

@@ -499,6 +499,12 @@ const idArray = (prefix: "rl" | "log", count: number, now: number): string => {
 }
 
 const findRootKeyFailed = (cause: SqlError) => new StorageError({ operation: "findRootKey", cause })
+// PostgreSQL text cannot hold NUL, nor a lone UTF-16 surrogate, which node-postgres sends as
+// U+FFFD: "x\uD800" would then find the identity "x\uFFFD". Such a string names no identity on
+// any layer (as in memory), so it is answered without a query: not found.
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+const namesNothing = (identity: string): boolean => UNSTORABLE.test(identity)
+
 const updateIdentityFailed = (cause: SqlError) => new StorageError({ operation: "updateIdentity", cause })
 
 // Under REPEATABLE READ or SERIALIZABLE (a database whose default isolation is not READ COMMITTED),
@@ -564,6 +570,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
 
   const updateIdentity = traced("IdentityStore.updateIdentity", function*(update: IdentityUpdate) {
     yield* annotate({ "workspace.id": update.workspaceId })
+    if (namesNothing(update.identity)) return yield* new IdentityNotFound()
     const requested = update.ratelimits
     const count = requested === undefined ? 0 : requested.length
     const identity = yield* retrySerializationFailures(
@@ -665,11 +672,10 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     return identity
   })
 
-  // A string with NUL names nothing (PostgreSQL text cannot hold it, nor any stored id): answered
-  // without asking, rather than failing on the parameter.
+  // A string with NUL or a lone surrogate names nothing (see `namesNothing`): answered without asking.
   const getIdentity = traced("IdentityStore.getIdentity", function*(workspaceId: string, identity: string) {
     yield* annotate({ "workspace.id": workspaceId })
-    if (identity.includes("\u0000")) return null
+    if (namesNothing(identity)) return null
     return yield* executor.execute(GET_IDENTITY, [workspaceId, identity], (rows) => {
       const row = rows[0]
       return row === undefined ? null : identityFromRow(readColumns, row, workspaceId)
@@ -699,7 +705,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     audit?: AuditContext | undefined
   ) {
     yield* annotate({ "workspace.id": workspaceId })
-    if (identity.includes("\u0000")) return false
+    if (namesNothing(identity)) return false
     return yield* retrySerializationFailures(
       executor.execute(
         DELETE_IDENTITY,
