@@ -6,9 +6,11 @@
  * - PostgreSQL (when `DATABASE_URL` is set, in a database of its own): kit A in this process, kit B
  *   in a child process, one database. B's cache is warm; the key is changed through A's
  *   `kit.admin` or by plain SQL; B must refuse every request that starts after the notification
- *   reached it, and a poll of B must see the refusal within `DEADLINE_MS` — with and without load
- *   on B. Then B's listening connection is killed: B reads storage for every request until it has
- *   reconnected, and honours a change made while it was disconnected.
+ *   reached it, and a poll of B must see the refusal — with and without load on B. Then B's
+ *   listening connection is killed: B reads storage for every request until it has reconnected,
+ *   and honours a change made while it was disconnected.
+ * - PostgreSQL, a listener whose connection goes silent (a frozen proxy: no error, no close): once
+ *   its lease ran out, the cache stops serving and a key changed meanwhile is refused.
  * - The storage layers `layerPglite` and `layerPostgres` provide `RootKeyEvents` (the wiring).
  */
 import { type ChildProcess, spawn } from "node:child_process"
@@ -23,18 +25,18 @@ import { layerPglite, makePglite } from "identity-kit/pglite"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate, StatementExecutor } from "identity-kit/sql"
 import { RootKeyEvents } from "../src/services/RootKeyEvents.js"
-import { layerRootKeyEventsPglite, layerRootKeyEventsPostgres, rootKeyNotifyMigration } from "../src/storage/notify.js"
+import { layerRootKeyEventsPglite, layerRootKeyEventsPostgres } from "../src/storage/notify.js"
 import type { Command } from "./support/kit-process.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
 
 /**
- * How long B may take to refuse, from the start of its poll (which begins once the change is
- * committed). The property itself is `acceptedAfterNotify === 0`; this bound only catches a
- * notification that never comes. Measured on a shared 2-core machine: notified 1–47 ms after the
- * commit, refused 2–100 ms after the poll started under load; 1 second keeps it from flaking.
+ * How long B's poll goes on before the test gives up (it stops at the first refusal). Not a latency
+ * requirement: the property is `acceptedAfterNotify === 0` (no request that started after the
+ * notification reached B was accepted); this bound only ends a poll whose notification never
+ * comes. The measured latencies are printed after the suite.
  */
-const DEADLINE_MS = 1000
+const POLL_LIMIT_MS = 10_000
 
 const post = (kit: IdentityKit, key: string) =>
   kit.fetch(new Request(`http://localhost${ROUTE}`, {
@@ -67,14 +69,12 @@ describe("PGlite: the next request after a change is refused, with the cache on"
       return store.findRootKey(hash)
     }
   })))
-  // The trigger migration is run directly until it is in `migrations` (0004); it is idempotent.
-  const notifyMigration = Layer.effectDiscard(Effect.orDie(rootKeyNotifyMigration))
   const storage = Layer.unwrapScoped(Effect.map(makePglite(), ({ client, db, executor }) => {
     state.sql = client
     return layerRootKeyEventsPglite(db).pipe(
       Layer.provide(counting),
       Layer.provide(layerSql),
-      Layer.provide(notifyMigration),
+      // With the notify triggers (migration 0004).
       Layer.provide(layerMigrations),
       Layer.provide(Layer.succeedContext(Context.make(SqlClient.SqlClient, client).pipe(Context.add(StatementExecutor, executor))))
     )
@@ -206,6 +206,49 @@ const makeProxy = (host: string, targetPort: number) => {
   }
 }
 
+/**
+ * A TCP forwarder that can freeze: it then passes no byte either way and closes nothing, as a
+ * connection that died silently (a dropped route, a hung middlebox) looks to both ends.
+ */
+const makeFreezableProxy = (host: string, targetPort: number) => {
+  let frozen = false
+  const sockets = new Set<Socket>()
+  const server = createServer((client) => {
+    const upstream = connect(targetPort, host)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on("close", () => sockets.delete(socket))
+      socket.on("error", () => {
+        client.destroy()
+        upstream.destroy()
+      })
+    }
+    client.on("data", (chunk: Buffer) => {
+      if (!frozen) upstream.write(chunk)
+    })
+    upstream.on("data", (chunk: Buffer) => {
+      if (!frozen) client.write(chunk)
+    })
+  })
+  return {
+    start: () =>
+      new Promise<number>((resolve) => {
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resolve(typeof address === "object" && address !== null ? address.port : 0)
+        })
+      }),
+    freeze: () => {
+      frozen = true
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      })
+  }
+}
+
 const StatsSchema = Schema.Struct({
   requests: Schema.Number,
   lookups: Schema.Number,
@@ -297,8 +340,8 @@ describe.runIf(DATABASE_URL)("PostgreSQL: two kits in two processes on one datab
   beforeAll(async () => {
     await onServer(`CREATE DATABASE ${database}`)
     sqlRuntime = ManagedRuntime.make(layerPostgresClient({ url: databaseUrl, maxConnections: 2 }))
-    // The trigger migration is run directly until it is in `migrations` (0004); it is idempotent.
-    await sqlRuntime.runPromise(Effect.zipRight(migrate, Effect.orDie(rootKeyNotifyMigration)))
+    // Every migration, the notify triggers (0004) included.
+    await sqlRuntime.runPromise(migrate)
     await proxy.start()
     const listenUrl = new URL(databaseUrl)
     listenUrl.hostname = "127.0.0.1"
@@ -380,12 +423,12 @@ ${latencies.map((l) => `  ${l.label}: notify ${l.notifyMs.toFixed(2)} ms, refuse
     await kitB().ask({ op: "arm", key: key.key, workspaceId: key.workspaceId })
     await change(key)
     const committedAt = performance.timeOrigin + performance.now()
-    const poll = Schema.decodeUnknownSync(PollSchema)(await kitB().ask({ op: "poll", key: key.key, deadlineMs: DEADLINE_MS }))
+    const poll = Schema.decodeUnknownSync(PollSchema)(await kitB().ask({ op: "poll", key: key.key, deadlineMs: POLL_LIMIT_MS }))
     const notified = poll.notifiedAt === undefined ? "never notified" : `notified ${(poll.notifiedAt - committedAt).toFixed(1)} ms after the commit`
     assert.strictEqual(
       poll.status,
       expected,
-      `${label}: B still accepted the key after ${poll.elapsedMs.toFixed(1)} ms and ${poll.attempts} requests (${notified}; ${JSON.stringify(await stats())})`
+      `${label}: B never refused the key (${poll.attempts} requests; ${notified}; ${JSON.stringify(await stats())})`
     )
     assert.strictEqual(poll.acceptedAfterNotify, 0, `${label}: B accepted the key after the notification reached it`)
     assert.isDefined(poll.notifiedAt, `${label}: B never heard the notification`)
@@ -460,6 +503,54 @@ ${latencies.map((l) => `  ${l.label}: notify ${l.notifyMs.toFixed(2)} ms, refuse
     assert.strictEqual(await fetchB(cached.key), 403)
     const after = await warmInB("ws_k3")
     await changeAndPoll("revoked through A's kit.admin, after a reconnection", after, 401, (key) => a().admin.revokeRootKey(key.keyId))
+  })
+
+  it("a listener whose connection goes silent: once its lease ran out, the cache stops serving", async () => {
+    const silent = makeFreezableProxy(target.hostname, Number(target.port || 5432))
+    const listenUrl = new URL(databaseUrl)
+    listenUrl.hostname = "127.0.0.1"
+    listenUrl.port = String(await silent.start())
+    const counter = { lookups: 0 }
+    const counting = Layer.effect(IdentityStore, Effect.map(IdentityStore, (store) => ({
+      ...store,
+      findRootKey: (hash: string) => {
+        counter.lookups++
+        return store.findRootKey(hash)
+      }
+    })))
+    // Kit C, in this process: its pool goes straight to the database, its listener through the proxy.
+    const kitC = makeIdentityKit({
+      storage: layerRootKeyEventsPostgres({
+        url: listenUrl.toString(),
+        applicationName: "kit-c:listen",
+        heartbeat: "200 millis",
+        // A check on the frozen connection waits this long before the connection is dropped, so
+        // within the test only the lease can stop the cache.
+        connectTimeout: "60 seconds"
+      }).pipe(
+        Layer.provide(counting),
+        Layer.provide(layerSql),
+        Layer.provide(layerPostgresClient({ url: databaseUrl, applicationName: "kit-c" }))
+      )
+    })
+    try {
+      const key = await prepare(a(), unique("ws_f"))
+      // Requested until a request needs no lookup: C is connected and serves the key from its cache.
+      await waitFor("C answers from its cache", async () => {
+        const before = counter.lookups
+        assert.strictEqual(await post(kitC, key.key), 200)
+        return counter.lookups === before
+      })
+      silent.freeze()
+      // Committed; its notification cannot reach C.
+      await sql((sql) => sql`UPDATE identity_kit_root_keys SET enabled = false WHERE id = ${key.keyId}`)
+      const before = counter.lookups
+      await waitFor("C refusing the disabled key", async () => (await post(kitC, key.key)) === 403)
+      assert.isAbove(counter.lookups, before, "the refusal was read from storage")
+    } finally {
+      await kitC.dispose()
+      await silent.close()
+    }
   })
 
   it("layerPostgres provides RootKeyEvents (needs the wiring in postgres.ts)", async () => {

@@ -8,11 +8,14 @@
  *   for a key (old and new hash), `w:<id>` for a workspace, `*` for a truncate. Notifications are
  *   sent at commit, so a rolled-back change evicts nothing.
  * - PostgreSQL: `layerRootKeyEventsPostgres` holds one dedicated connection (not from the pool)
- *   that `LISTEN`s, reconnects with backoff, and checks every few seconds that it is alive and the
- *   triggers are in place. It reports `Connected` only after `LISTEN` and that check succeeded,
- *   and `Disconnected` as soon as either fails: the cache is flushed and bypassed in between, so a
- *   change made while it was down cannot be missed. Writes made through this process's
- *   `IdentityStore` are also reported in process, before the write returns.
+ *   that `LISTEN`s, reconnects with backoff, and checks every second that it is alive and the
+ *   triggers are in place. "Connected" is a lease: each successful check vouches for the
+ *   connection until a short time (`lease`) after it was sent, and when the lease runs out before
+ *   the next check answered — a connection that died silently, whose socket reports nothing —
+ *   `Disconnected` is reported, as it is when the connection fails: the cache is flushed and
+ *   bypassed until a check succeeds again, so a change made meanwhile cannot be missed. Writes
+ *   made through this process's `IdentityStore` are also reported in process, before the write
+ *   returns.
  * - PGlite: `makeRootKeyEventsPglite` listens on the same channel in process (PGlite delivers the
  *   trigger's notification before the writing statement returns).
  *
@@ -158,6 +161,7 @@ interface PgListenClientConfig {
   readonly application_name: string
   readonly connectionTimeoutMillis: number
   readonly keepAlive: boolean
+  readonly keepAliveInitialDelayMillis: number
 }
 
 type PgClientConstructor = new(config: PgListenClientConfig) => PgListenClient
@@ -179,12 +183,22 @@ const loadPgClient = (): PgClientConstructor => {
 export interface RootKeyListenerConfig {
   /** A direct connection (not through a transaction-mode pooler), with the tables' search_path. */
   readonly url: Redacted.Redacted<string> | string
-  /** Longest wait to connect, and for each liveness check. Default 5 seconds. */
+  /**
+   * Longest wait to connect, and for a check before the connection is dropped and made again.
+   * Default 5 seconds. (The cache stops trusting a silent connection sooner: see `lease`.)
+   */
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** `application_name` of the listening connection. Default `identity-kit:listen`. */
   readonly applicationName?: string | undefined
-  /** How often the connection and the triggers are checked. Default 5 seconds. */
+  /** How often the connection and the triggers are checked. Default 1 second. */
   readonly heartbeat?: Duration.DurationInput | undefined
+  /**
+   * How long a successful check vouches for the connection, from when it was sent: without
+   * another by then, `Disconnected` is reported (the cache is bypassed) until one succeeds. It
+   * bounds how long a change can go unnoticed when the connection dies silently. Default
+   * `heartbeat` + 1 second (the margin covers the next check's round trip).
+   */
+  readonly lease?: Duration.DurationInput | undefined
   /** Longest wait between two connection attempts (the wait doubles from 100 ms). Default 5 seconds. */
   readonly maxReconnectDelay?: Duration.DurationInput | undefined
 }
@@ -207,7 +221,8 @@ export const makeRootKeyEventsPostgres = (
     const hub = makeRootKeyEventHub()
     const url = typeof config.url === "string" ? config.url : Redacted.value(config.url)
     const timeout = Duration.decode(config.connectTimeout ?? Duration.seconds(5))
-    const heartbeat = Duration.decode(config.heartbeat ?? Duration.seconds(5))
+    const heartbeat = Duration.decode(config.heartbeat ?? Duration.seconds(1))
+    const leaseMillis = Duration.toMillis(config.lease ?? Duration.sum(heartbeat, Duration.seconds(1)))
     const maxDelay = Duration.toMillis(config.maxReconnectDelay ?? Duration.seconds(5))
     const applicationName = config.applicationName ?? "identity-kit:listen"
 
@@ -216,8 +231,31 @@ export const makeRootKeyEventsPostgres = (
         Effect.timeoutFail({ duration: timeout, onTimeout: () => new ListenerLost({ reason: `${what}: no answer` }) })
       )
 
+    // The lease: a timer that reports Disconnected `leaseMillis` after the last successful check
+    // was sent, unless a later one moved it. A plain timer, so the cache's hit path checks
+    // nothing more than whether its entry exists (Disconnected empties the cache).
+    let leaseTimer: ReturnType<typeof setTimeout> | undefined
+    const endLease = () => {
+      if (leaseTimer !== undefined) clearTimeout(leaseTimer)
+      leaseTimer = undefined
+    }
+    const renewLease = (sentAt: number) => {
+      // Measured from the send: the answer proves only that LISTEN was in force, and every earlier
+      // notification delivered, when the check ran.
+      const left = sentAt + leaseMillis - Date.now()
+      if (left <= 0) return // Too late to vouch for now; the next check may.
+      endLease()
+      leaseTimer = setTimeout(() => {
+        leaseTimer = undefined
+        hub.publish({ _tag: "Disconnected" })
+      }, left)
+      // Repeated while connected, it is dropped by the hub; after an expiry it trusts again.
+      hub.publish({ _tag: "Connected" })
+    }
+
     // One connection's life: connect, LISTEN, check the triggers, report Connected, then check
-    // again every `heartbeat` until something fails. Fails with the reason it ended.
+    // again every `heartbeat`, each success renewing the lease, until something fails. Fails with
+    // the reason it ended.
     const session = (onConnected: () => void) =>
       Effect.gen(function*() {
         const Client = yield* Effect.try({ try: loadPgClient, catch: (cause) => new ListenerLost({ reason: "load pg", cause }) })
@@ -225,7 +263,9 @@ export const makeRootKeyEventsPostgres = (
           connectionString: url,
           application_name: applicationName,
           connectionTimeoutMillis: Duration.toMillis(timeout),
-          keepAlive: true
+          // Probes an idle socket, so a peer that vanished is noticed even between checks.
+          keepAlive: true,
+          keepAliveInitialDelayMillis: Math.max(1000, Duration.toMillis(heartbeat))
         })
         const lost = yield* Deferred.make<never, ListenerLost>()
         // Stays attached after the session: node-postgres throws an `error` nobody listens to.
@@ -239,16 +279,19 @@ export const makeRootKeyEventsPostgres = (
         )
         yield* request("connect", () => client.connect())
         yield* request("listen", () => client.query(`LISTEN ${ROOT_KEY_CHANNEL}`))
-        const check = Effect.flatMap(
-          request("check", () => client.query(READY_CHECK)),
-          (result) =>
-            isReady(result.rows)
-              ? Effect.void
-              : Effect.fail(new ListenerLost({ reason: "not listening, or the notify triggers are missing" }))
-        )
+        // A check, then the lease it buys: LISTEN is in force and the triggers exist, so every
+        // change committed from then on is reported while the connection works.
+        const check = Effect.suspend(() => {
+          const sentAt = Date.now()
+          return Effect.flatMap(
+            request("check", () => client.query(READY_CHECK)),
+            (result) =>
+              isReady(result.rows)
+                ? Effect.sync(() => renewLease(sentAt))
+                : Effect.fail(new ListenerLost({ reason: "not listening, or the notify triggers are missing" }))
+          )
+        })
         yield* check
-        // LISTEN is in force and the triggers exist: every change committed from now on is reported.
-        hub.publish({ _tag: "Connected" })
         onConnected()
         return yield* Effect.raceFirst(
           Deferred.await(lost),
@@ -257,7 +300,10 @@ export const makeRootKeyEventsPostgres = (
       }).pipe(
         // Before the connection is closed (which may take a while on a dead socket): from this
         // moment a change may go unreported.
-        Effect.ensuring(Effect.sync(() => hub.publish({ _tag: "Disconnected" }))),
+        Effect.ensuring(Effect.sync(() => {
+          endLease()
+          hub.publish({ _tag: "Disconnected" })
+        })),
         Effect.scoped
       )
 

@@ -13,6 +13,20 @@
  * const storage = layerSql.pipe(Layer.provide(layerMigrations), Layer.provide(PgClient.layerFromPool({ acquire })))
  * ```
  *
+ * Poolers: the hot statements are named prepared statements, prepared once per server connection,
+ * so `url` must reach PostgreSQL directly or through a pooler in session mode. In transaction mode
+ * a pooler hands each statement to whichever server connection is free, where it may not be
+ * prepared ("prepared statement … does not exist"); PgBouncer 1.21 or later with
+ * `max_prepared_statements` above 0 tracks them and works in transaction mode too. The listener
+ * (`listen`) needs session mode or a direct connection in any case.
+ *
+ * Migrations (`migrate`) run each in a transaction: 0004 creates the notify triggers on
+ * `identity_kit_root_keys` and `identity_kit_workspaces`, and 0005 builds an index on
+ * `identity_kit_identities` (a plain `CREATE INDEX`: `CONCURRENTLY` is refused in a transaction).
+ * Both block writes to those tables until the transaction commits: a moment on small tables; on
+ * large ones, apply them at a quiet time (`migrate` from `identity-kit/sql` on a `SqlClient`) and
+ * build this layer with `migrate: false`.
+ *
  * When the database is down, building `layerPostgres` fails within `connectTimeout` (the pool is
  * tested with `SELECT 1`), and `makeIdentityKit` answers 500 and builds it again on the next request.
  * Once built, a lost database makes each call fail with `StorageError` (500) within `connectTimeout`,
