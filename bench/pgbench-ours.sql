@@ -1,5 +1,5 @@
 -- Our own ceiling: one call of identity_kit_update_identity_v2 per transaction, the request mix of
--- ../../shared/bench (spread: n uniform in 1..10,000; run.ts rewrites the \set n line for hot), with
+-- peers/README.md (spread: n uniform in 1..10,000; run.ts rewrites the \set n line for hot), with
 -- the ids the kit generates in Node passed in as the kit passes them. :key_id and :now come from
 -- run.ts (pgbench -D). :r makes the ids unique for the whole run (ratelimit ids are only used when a
 -- ratelimit is created; 5 audit ids cover an update with 2 ratelimits). No ":" right before a

@@ -1,5 +1,5 @@
 /**
- * The side-by-side benchmark of /work/shared/bench/README.md and of issue 7's targets:
+ * The side-by-side benchmark of bench/peers/README.md (the peers, copied unchanged) and of the hot-path targets:
  * identity-kit's `POST /v2/identities.updateIdentity` against the database ceiling (pgbench: the
  * shared script and our own function), a hand-written Fastify + pg server, and itself in process,
  * in the same run, on the same PostgreSQL, with the same request mix; plus listIdentities pages
@@ -12,7 +12,7 @@
  * Env (same meaning as the flags): BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WARMUP, BENCH_PRIME;
  * where: BENCH_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create the
  * bench database), BENCH_DATABASE (default identity_kit_bench; dropped and created again on every
- * run), BENCH_PEERS_DIR (default ../shared/bench beside the repository).
+ * run), BENCH_PEERS_DIR (default bench/peers: an unchanged copy of the shared peers).
  *
  * Exits non-zero when a server does not start or dies, or when ours answered anything but 2xx
  * or nothing at all in a window.
@@ -82,8 +82,8 @@ const inProcessSeconds = Math.max(2, Math.ceil(duration / 2))
 const inProcessWarmup = flags.quick ? 1 : 3
 const adminUrl = process.env["BENCH_ADMIN_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const database = process.env["BENCH_DATABASE"] ?? "identity_kit_bench"
-// The peers live in ../shared/bench beside the repository (as on every developer's and CI's machine).
-const peersDir = process.env["BENCH_PEERS_DIR"] ?? fileURLToPath(new URL("../../shared/bench", import.meta.url))
+// The peers: an unchanged copy in bench/peers (test/bench-peers.test.ts keeps it identical to the originals).
+const peersDir = process.env["BENCH_PEERS_DIR"] ?? fileURLToPath(new URL("./peers", import.meta.url))
 if (!/^[a-z_][a-z0-9_]*$/.test(database) || !database.includes("bench")) {
   // This database is dropped on every run: never let it be a real one (`test`, `postgres`, …).
   console.error(`bench: BENCH_DATABASE must be a plain name containing "bench", got ${database}`)

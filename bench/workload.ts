@@ -1,7 +1,7 @@
 /**
  * The bench data and request mix, shared by the runner (`run.ts`), the server under test
  * (`server.ts`, memory storage) and the in-process run (`inprocess.ts`), so all three load the same
- * volume and send the same bodies as the peers in `../shared/bench`.
+ * volume and send the same bodies as the peers in `bench/peers`.
  */
 import { Redacted } from "effect"
 import { type IdentityKit, UPDATE_IDENTITY_PERMISSION } from "identity-kit"
@@ -23,7 +23,7 @@ export type Mix = "spread" | "hot"
 /** The `n` of the next request of a mix. */
 export const nextN = (mix: Mix): number => (mix === "hot" ? HOT_N : 1 + Math.floor(Math.random() * IDENTITIES))
 
-/** The update body of `../shared/bench/README.md` for identity `user_<n>`. */
+/** The update body of `bench/peers/README.md` for identity `user_<n>`. */
 export const updateBody = (n: number): string =>
   JSON.stringify({
     identity: `user_${n}`,
