@@ -67,21 +67,65 @@ export const base58 = (bytes: Uint8Array): string => {
 const RANDOM_BATCH = 8 * 256
 const random = new Uint8Array(RANDOM_BATCH)
 let randomOffset = RANDOM_BATCH
-const idBytes = new Uint8Array(12)
+
+// An id's 12 bytes as six 16-bit limbs in a reused array, divided by 58^6 in place (values stay
+// below 58^6 · 2^16 < 2^53: exact), each remainder giving 6 digits; the digits go into one reused
+// buffer and become a string in one step. No array and no string per digit: ids are made several
+// times per request.
+const ALPHABET_CODES = Uint8Array.from(ALPHABET, (char) => char.charCodeAt(0))
+const digits = Buffer.alloc(24)
+const limbs = new Float64Array(6)
+
+/** Base58 of the 96-bit value `hi·2^64 + mid·2^32 + lo` (each a 32-bit unsigned limb, `hi` > 0). */
+const base58Of96 = (hi: number, mid: number, lo: number): string => {
+  limbs[0] = hi >>> 16
+  limbs[1] = hi & 0xffff
+  limbs[2] = mid >>> 16
+  limbs[3] = mid & 0xffff
+  limbs[4] = lo >>> 16
+  limbs[5] = lo & 0xffff
+  let start = limbs[0] === 0 ? 1 : 0
+  let at = digits.length
+  while (start < 6) {
+    let remainder = 0
+    for (let j = start; j < 6; j++) {
+      const current = remainder * 65_536 + (limbs[j] ?? 0)
+      const quotient = Math.floor(current / CHUNK)
+      remainder = current - quotient * CHUNK
+      limbs[j] = quotient
+    }
+    while (start < 6 && limbs[start] === 0) start++
+    // Six digits, least significant first; the most significant chunk is not padded.
+    for (let d = 0; d < CHUNK_DIGITS && (remainder > 0 || start < 6); d++) {
+      const digit = remainder % 58
+      digits[--at] = ALPHABET_CODES[digit] ?? 0
+      remainder = (remainder - digit) / 58
+    }
+  }
+  return digits.toString("latin1", at, digits.length)
+}
 
 /** A fresh id with the given prefix, e.g. `newId("rl")` → `rl_3ZbHNpUq1GnvAaVx`. */
 export const newId = (prefix: IdPrefix, nowMs: number = Date.now()): string => {
   const seconds = Math.max(0, Math.floor(nowMs / 1000) - EPOCH_SECONDS) >>> 0
-  idBytes[0] = seconds >>> 24
-  idBytes[1] = (seconds >>> 16) & 0xff
-  idBytes[2] = (seconds >>> 8) & 0xff
-  idBytes[3] = seconds & 0xff
   if (randomOffset === RANDOM_BATCH) {
     randomFillSync(random)
     randomOffset = 0
   }
   // Each random byte serves one id only.
-  for (let i = 0; i < 8; i++) idBytes[4 + i] = random[randomOffset + i] ?? 0
+  const r = randomOffset
   randomOffset += 8
-  return `${prefix}_${base58(idBytes)}`
+  const mid = (((random[r] ?? 0) << 24) | ((random[r + 1] ?? 0) << 16) | ((random[r + 2] ?? 0) << 8) | (random[r + 3] ?? 0)) >>> 0
+  const lo = (((random[r + 4] ?? 0) << 24) | ((random[r + 5] ?? 0) << 16) | ((random[r + 6] ?? 0) << 8) | (random[r + 7] ?? 0)) >>> 0
+  // Before 2023-11-14 (a test clock at 0) the leading zero bytes become "1"s: the general encoder.
+  return `${prefix}_${seconds === 0 ? base58(idBytes(seconds, mid, lo)) : base58Of96(seconds, mid, lo)}`
+}
+
+const idBytes = (hi: number, mid: number, lo: number): Uint8Array => {
+  const bytes = new Uint8Array(12)
+  const view = new DataView(bytes.buffer)
+  view.setUint32(0, hi)
+  view.setUint32(4, mid)
+  view.setUint32(8, lo)
+  return bytes
 }
