@@ -15,7 +15,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { connect, createServer, type Server, type Socket } from "node:net"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import { afterAll, assert, beforeAll, describe, expect, it } from "@effect/vitest"
@@ -27,6 +26,7 @@ import { layerMigrations, layerSql, migrate, StatementExecutor } from "identity-
 import { RootKeyEvents } from "../src/services/RootKeyEvents.js"
 import { layerRootKeyEventsPglite, layerRootKeyEventsPostgres } from "../src/storage/notify.js"
 import type { Command } from "./support/kit-process.js"
+import { makeProxy } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
 
@@ -164,90 +164,6 @@ describe("the storage layers provide RootKeyEvents (needs the wiring in pglite.t
 })
 
 // --- PostgreSQL, two processes --------------------------------------------------------------
-
-/** A TCP forwarder that can be stopped (dropping every connection) and started again on its port. */
-const makeProxy = (host: string, targetPort: number) => {
-  let server: Server | undefined
-  const sockets = new Set<Socket>()
-  let port = 0
-  return {
-    get port() {
-      return port
-    },
-    start: () =>
-      new Promise<void>((resolve) => {
-        const next = createServer((client) => {
-          const upstream = connect(targetPort, host)
-          for (const socket of [client, upstream]) {
-            sockets.add(socket)
-            socket.on("close", () => sockets.delete(socket))
-            socket.on("error", () => {
-              client.destroy()
-              upstream.destroy()
-            })
-          }
-          client.pipe(upstream).pipe(client)
-        })
-        next.listen(port, "127.0.0.1", () => {
-          const address = next.address()
-          if (typeof address === "object" && address !== null) port = address.port
-          server = next
-          resolve()
-        })
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        sockets.clear()
-        if (server === undefined) return resolve()
-        server.close(() => resolve())
-        server = undefined
-      })
-  }
-}
-
-/**
- * A TCP forwarder that can freeze: it then passes no byte either way and closes nothing, as a
- * connection that died silently (a dropped route, a hung middlebox) looks to both ends.
- */
-const makeFreezableProxy = (host: string, targetPort: number) => {
-  let frozen = false
-  const sockets = new Set<Socket>()
-  const server = createServer((client) => {
-    const upstream = connect(targetPort, host)
-    for (const socket of [client, upstream]) {
-      sockets.add(socket)
-      socket.on("close", () => sockets.delete(socket))
-      socket.on("error", () => {
-        client.destroy()
-        upstream.destroy()
-      })
-    }
-    client.on("data", (chunk: Buffer) => {
-      if (!frozen) upstream.write(chunk)
-    })
-    upstream.on("data", (chunk: Buffer) => {
-      if (!frozen) client.write(chunk)
-    })
-  })
-  return {
-    start: () =>
-      new Promise<number>((resolve) => {
-        server.listen(0, "127.0.0.1", () => {
-          const address = server.address()
-          resolve(typeof address === "object" && address !== null ? address.port : 0)
-        })
-      }),
-    freeze: () => {
-      frozen = true
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      })
-  }
-}
 
 const StatsSchema = Schema.Struct({
   requests: Schema.Number,
@@ -506,7 +422,7 @@ ${latencies.map((l) => `  ${l.label}: notify ${l.notifyMs.toFixed(2)} ms, refuse
   })
 
   it("a listener whose connection goes silent: once its lease ran out, the cache stops serving", async () => {
-    const silent = makeFreezableProxy(target.hostname, Number(target.port || 5432))
+    const silent = makeProxy(target.hostname, Number(target.port || 5432))
     const listenUrl = new URL(databaseUrl)
     listenUrl.hostname = "127.0.0.1"
     listenUrl.port = String(await silent.start())
@@ -549,7 +465,7 @@ ${latencies.map((l) => `  ${l.label}: notify ${l.notifyMs.toFixed(2)} ms, refuse
       assert.isAbove(counter.lookups, before, "the refusal was read from storage")
     } finally {
       await kitC.dispose()
-      await silent.close()
+      await silent.stop()
     }
   })
 

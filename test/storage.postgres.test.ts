@@ -5,7 +5,7 @@
  * `SqlClient`); and what an unreachable database does to the HTTP answer (always).
  */
 import { randomBytes } from "node:crypto"
-import { createServer, type Server, type Socket, connect } from "node:net"
+import { createServer, type Socket } from "node:net"
 import { SqlClient } from "@effect/sql"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, expect, it } from "@effect/vitest"
@@ -21,25 +21,9 @@ import {
   sqlIdentitiesSuite,
   storageContract
 } from "./storage-contract.js"
+import { freshSchema, makeProxy, withSearchPath } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
-
-/** `url` with every connection's `search_path` set to `schema` (a startup option, no extra query). */
-const withSearchPath = (url: string, schema: string): string => {
-  const parsed = new URL(url)
-  parsed.searchParams.set("options", `-c search_path=${schema}`)
-  return parsed.toString()
-}
-
-/** A schema of its own for this run: created before the store, dropped after it is closed. */
-const freshSchema = (url: string, schema: string) =>
-  Layer.scopedDiscard(Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* Effect.acquireRelease(
-      sql.unsafe(`CREATE SCHEMA "${schema}"`),
-      () => sql.unsafe(`DROP SCHEMA "${schema}" CASCADE`).pipe(Effect.orDie)
-    )
-  })).pipe(Layer.provide(layerPostgresClient({ url, maxConnections: 1 })))
 
 const schema = `identity_kit_test_${randomBytes(6).toString("hex")}`
 const schemaUrl = withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", schema)
@@ -210,46 +194,6 @@ describe("postgres unreachable", () => {
 
 // --- a database that goes away and comes back -----------------------------------------------
 
-/** A TCP forwarder to PostgreSQL that can be stopped (dropping every connection) and restarted. */
-const makeProxy = (target: URL) => {
-  let server: Server | undefined
-  const sockets = new Set<Socket>()
-  let port = 0
-  return {
-    get port() {
-      return port
-    },
-    start: () =>
-      new Promise<void>((resolve) => {
-        const next = createServer((client) => {
-          const upstream = connect(Number(target.port || 5432), target.hostname)
-          for (const socket of [client, upstream]) {
-            sockets.add(socket)
-            socket.on("close", () => sockets.delete(socket))
-            socket.on("error", () => {
-              client.destroy()
-              upstream.destroy()
-            })
-          }
-          client.pipe(upstream).pipe(client)
-        })
-        next.listen(port, "127.0.0.1", () => {
-          const address = next.address()
-          if (typeof address === "object" && address !== null) port = address.port
-          server = next
-          resolve()
-        })
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        sockets.clear()
-        if (server === undefined) return resolve()
-        server.close(() => resolve())
-        server = undefined
-      })
-  }
-}
 
 /** Runs one statement on `DATABASE_URL` with a short-lived client. */
 const admin = (statement: string) =>
@@ -262,7 +206,7 @@ const admin = (statement: string) =>
 describe.runIf(DATABASE_URL)("postgres outage", () => {
   it("answers 500 while the database is away and recovers by itself when it is back", async () => {
     const target = new URL(DATABASE_URL ?? "")
-    const proxy = makeProxy(target)
+    const proxy = makeProxy(target.hostname, Number(target.port || 5432))
     await proxy.start() // learn a free port, then close it: the database is "down" at start
     await proxy.stop()
     const outageSchema = `${schema}_outage`

@@ -20,6 +20,12 @@ export const firstDuplicate = (names: ReadonlyArray<string>): string | undefined
   return undefined
 }
 
+/** The request's ratelimits as the store takes them: `autoApply` false when left out (spec §1). */
+export const toRatelimitInputs = (
+  ratelimits: ReadonlyArray<{ readonly name: string; readonly limit: number; readonly duration: number; readonly autoApply?: boolean }> | undefined
+): ReadonlyArray<RatelimitInput> | undefined =>
+  ratelimits?.map((rl) => ({ name: rl.name, limit: rl.limit, duration: rl.duration, autoApply: rl.autoApply ?? false }))
+
 /** H4: the first repeated ratelimit name, in array order, is a 400. */
 export const checkUniqueNames = (ratelimits: ReadonlyArray<RatelimitInput> | undefined): Effect.Effect<void, InvalidInput> => {
   const duplicate = ratelimits && firstDuplicate(ratelimits.map((rl) => rl.name))

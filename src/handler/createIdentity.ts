@@ -4,13 +4,12 @@
  * A live identity with the same externalId → 409.
  */
 import { Clock, Effect } from "effect"
-import type { RatelimitInput } from "../domain/Model.js"
 import { CreateIdentityRequest } from "../domain/Identities.js"
 import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import { permissions } from "../domain/Permissions.js"
-import { checkMetaSize, checkUniqueNames } from "./common.js"
+import { checkMetaSize, checkUniqueNames, toRatelimitInputs } from "./common.js"
 
 /** `POST /v2/identities.createIdentity` in the route table. */
 export const endpoint = makeEndpoint({
@@ -23,12 +22,7 @@ export const endpoint = makeEndpoint({
     const authorization = yield* Authorization
     const store = yield* IdentityStore
     const key = yield* authorization.authorize(request.authorization, permissions.createIdentity)
-    const ratelimits = body.ratelimits?.map((rl): RatelimitInput => ({
-      name: rl.name,
-      limit: rl.limit,
-      duration: rl.duration,
-      autoApply: rl.autoApply ?? false
-    }))
+    const ratelimits = toRatelimitInputs(body.ratelimits)
     // Decision (contract §1): duplicate names are refused, as updateIdentity refuses them.
     yield* checkUniqueNames(ratelimits)
     yield* checkMetaSize(body.meta === undefined ? undefined : JSON.stringify(body.meta))

@@ -3,14 +3,13 @@
  * spec §2, answering the body of spec §3.
  */
 import { Clock, Effect } from "effect"
-import type { RatelimitInput } from "../domain/Model.js"
 import { permissions } from "../domain/Permissions.js"
 import { UpdateIdentityRequest } from "../domain/UpdateIdentity.js"
 import { type HandlerRequest, makeEndpoint } from "../http/endpoint.js"
 import { annotate } from "../internal/trace.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
-import { checkMetaSize, checkUniqueNames, toResponseData } from "./common.js"
+import { checkMetaSize, checkUniqueNames, toRatelimitInputs, toResponseData } from "./common.js"
 
 /**
  * Handles a valid body: authorization (H1, H3), duplicate names (H4), meta size (H5), then the write
@@ -23,12 +22,7 @@ export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, r
   const key = yield* authorization.authorize(request.authorization, permissions.updateIdentity)
   yield* annotate({ "workspace.id": key.workspaceId })
 
-  const ratelimits = body.ratelimits?.map((rl): RatelimitInput => ({
-    name: rl.name,
-    limit: rl.limit,
-    duration: rl.duration,
-    autoApply: rl.autoApply ?? false
-  }))
+  const ratelimits = toRatelimitInputs(body.ratelimits)
   yield* checkUniqueNames(ratelimits)
   const meta = body.meta === undefined ? undefined : JSON.stringify(body.meta)
   yield* checkMetaSize(meta)

@@ -11,6 +11,7 @@ import { type IdentityKit, type IdentityStore, layerMemory, makeIdentityKit } fr
 import { layerPgliteClient } from "identity-kit/pglite"
 import { layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql } from "identity-kit/sql"
+import { freshSchema, withSearchPath } from "./postgres.js"
 
 /** Every endpoint's path below the mount point, by operation name. */
 export const PATHS = {
@@ -75,23 +76,6 @@ const capturing = <E>(layer: Layer.Layer<IdentityStore | SqlClient.SqlClient, E>
 }
 
 const DATABASE_URL = process.env["DATABASE_URL"]
-
-/** `url` with every connection's `search_path` set to `schema` (a startup option). */
-const withSearchPath = (url: string, schema: string): string => {
-  const parsed = new URL(url)
-  parsed.searchParams.set("options", `-c search_path=${schema}`)
-  return parsed.toString()
-}
-
-/** A schema of its own: created before the store, dropped after the kit is disposed. */
-const freshSchema = (url: string, schema: string) =>
-  Layer.scopedDiscard(Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* Effect.acquireRelease(
-      sql.unsafe(`CREATE SCHEMA "${schema}"`),
-      () => sql.unsafe(`DROP SCHEMA "${schema}" CASCADE`).pipe(Effect.orDie)
-    )
-  })).pipe(Layer.provide(layerPostgresClient({ url, maxConnections: 1 })))
 
 /** Memory and PGlite always; PostgreSQL too when `DATABASE_URL` is set (a schema of its own per kit). */
 export const storages: ReadonlyArray<StorageCase> = [
