@@ -25,11 +25,10 @@ export {
   UPDATE_IDENTITY_PERMISSION
 } from "./services/Authorization.js"
 export type { AuthorizationOptions, AuthorizationService, AuthorizedKey } from "./services/Authorization.js"
-export { httpApp, ROUTE } from "./http/app.js"
-export type { HttpOptions } from "./http/app.js"
+export type { HttpOptions } from "./http/program.js"
 export type { ResolvedHttpOptions } from "./http/program.js"
 export type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "./http/plain.js"
-export { endpointNames } from "./http/routes.js"
+export { endpointNames, ROUTE } from "./http/routes.js"
 export type { EndpointName } from "./http/routes.js"
 export * from "./domain/Model.js"
 export type { JsonObject, JsonValue } from "./domain/Json.js"

@@ -7,7 +7,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger, ManagedRuntime, Redacted } from "effect"
 import {
   Admin,
-  httpApp,
   IdentityStore,
   layerAuthorization,
   layerMemory,
@@ -16,6 +15,7 @@ import {
   ROUTE,
   StorageError
 } from "identity-kit"
+import { httpApp } from "identity-kit/platform"
 
 describe("httpApp on an Effect user's own runtime", () => {
   it.effect("answers the route from services in the context", () =>

@@ -18,6 +18,9 @@ export const endpoints = {
   deleteIdentity: DeleteIdentity.endpoint
 } as const satisfies Record<string, Route>
 
+/** The path of `updateIdentity` below the base path. */
+export const ROUTE = endpoints.updateIdentity.path
+
 /** The name of an endpoint, e.g. `"updateIdentity"`. */
 export type EndpointName = keyof typeof endpoints
 
