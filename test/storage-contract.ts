@@ -1065,6 +1065,80 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
         ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
       ))
     }))
+
+  it.effect("version 3 of the write function makes the ids it is not given, in the same format", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
+      const given = newId("log")
+      // One audit id for five entries, no ratelimit ids: the function makes the rest.
+      const rows = yield* sql<{ readonly ratelimits: string; readonly meta: string | null }>`
+        SELECT ratelimits, meta FROM identity_kit_update_identity_v3(${workspaceId}::text, 'user_1'::text,
+          '{"v":2}'::json, '{delta,alpha}'::text[], '{1,2}'::bigint[], '{1000,1000}'::bigint[], '{f,f}'::boolean[],
+          NULL::text[], ${`{${given}}`}::text::text[],
+          'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
+      assert.isNull(rows[0]?.meta, "meta is not answered when it was given")
+      const answered: ReadonlyArray<{ readonly id: string; readonly name: string }> = JSON.parse(rows[0]?.ratelimits ?? "[]")
+      assert.deepStrictEqual(answered.map((r) => r.name).sort(), ["alpha", "delta"])
+      for (const r of answered) assert.match(r.id, ID("rl"))
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.map((e) => e.event), [
+        "identity.update",
+        "ratelimit.create",
+        "ratelimit.update",
+        "ratelimit.delete",
+        "ratelimit.delete"
+      ])
+      assert.strictEqual(log[0]?.id, given)
+      for (const e of log) assert.match(e.id, ID("log"))
+      assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
+    }))
+
+  it.effect("version 3 of the write function stores exactly what version 2 stores", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      // Names an array literal or JSON must quote or escape: two created, two updated, three deleted.
+      const before = [rl("kept \"q\" \\ {a,b}"), rl("NULL"), rl("gone_b"), rl(" gone_a "), rl("ключ é\n\t")]
+      const after = [rl("new, 2", 7, 1000, true), rl("ключ é\n\t", 3, 2000), rl("NULL", 4), rl("new\u0001 1", 5)]
+      const v2 = yield* seeded(before)
+      const v3 = yield* seeded(before)
+      const json = JSON.stringify(after)
+      yield* sql`SELECT id FROM identity_kit_update_identity_v2(${v2.workspaceId}::text, 'user_1'::text, '{"v":2}'::json,
+        ${json}::text::json, NULL::text[], NULL::text[], 'key_x'::text, 'root key'::text, '203.0.113.7'::text,
+        'ua/1.0'::text, ${T0 + 1}::bigint)`
+      const updated = yield* update(v3.store, v3.workspaceId, "user_1", { meta: `{"v":2}`, ratelimits: after }, T0 + 1)
+      assert.deepStrictEqual(names(updated), jsOrder(after.map((r) => r.name)))
+
+      // What each wrote, with the ids (random on either side) replaced by their role.
+      const stored = (workspaceId: string, identityId: string) =>
+        Effect.gen(function*() {
+          const ratelimits = yield* sql<{ readonly id: string; readonly name: string; readonly rest: string }>`
+            SELECT id, name, concat_ws('|', "limit", duration, auto_apply, position, created_at, updated_at) AS rest
+            FROM identity_kit_ratelimits WHERE identity_id = ${identityId} ORDER BY position`
+          const roles = new Map<string, string>([[identityId, "<identity>"]])
+          for (const r of ratelimits) roles.set(r.id, `<rl ${r.name}>`)
+          const log = yield* sql<{ readonly event: string; readonly display: string; readonly resources: string; readonly rest: string }>`
+            SELECT event, display, resources::text AS resources,
+                   concat_ws('|', actor_type, actor_name, remote_ip, time) AS rest
+            FROM identity_kit_audit_log WHERE workspace_id = ${workspaceId} ORDER BY seq`
+          // Deleted ratelimits are named by the entry that deleted them.
+          for (const e of log) {
+            const deleted = /^Deleted ratelimit (.+)$/.exec(e.display)?.[1]
+            const resources: ReadonlyArray<{ readonly name?: string }> = JSON.parse(e.resources)
+            if (deleted !== undefined) roles.set(deleted, `<deleted ${resources[1]?.name ?? "?"}>`)
+          }
+          const anonymous = (text: string) => [...roles].reduce((t, [id, role]) => t.split(id).join(role), text)
+          return {
+            identity: yield* sql`SELECT meta::text AS meta, updated_at FROM identity_kit_identities WHERE id = ${identityId}`,
+            ratelimits: ratelimits.map((r) => [r.name, r.rest]),
+            log: log.map((e) => [e.event, anonymous(e.display), anonymous(e.resources), e.rest])
+          }
+        })
+      const wrote2 = yield* stored(v2.workspaceId, v2.identity.id)
+      const wrote3 = yield* stored(v3.workspaceId, v3.identity.id)
+      assert.strictEqual(wrote3.log.length, 8)
+      assert.deepStrictEqual(wrote3, wrote2)
+    }))
 }
 
 // --- SQL: create, delete, list ----------------------------------------------------------------

@@ -246,7 +246,7 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         assert.deepStrictEqual(prepared.map((row) => row.name), [
           "identity_kit_create_identity_1",
           "identity_kit_find_root_key_1",
-          "identity_kit_update_identity_2"
+          "identity_kit_update_identity_3"
         ])
         // The other endpoints' statements too.
         yield* store.getIdentity(workspaceId, "user_1")
@@ -261,7 +261,7 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
           "identity_kit_get_identity_1",
           "identity_kit_list_identities_1",
           "identity_kit_search_identities_1",
-          "identity_kit_update_identity_2"
+          "identity_kit_update_identity_3"
         ])
       }))
 
@@ -340,7 +340,7 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const waiting = sql<{ readonly n: number }>`
           SELECT count(*)::int AS n FROM pg_stat_activity
           WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'
-            AND query LIKE '%identity_kit_update_identity_v2%'`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
+            AND query LIKE '%identity_kit_update_identity_v3%'`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
 
         const writer = yield* Effect.fork(
           store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"b":2}`, audit, now: T0 + 1 })

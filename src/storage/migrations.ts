@@ -13,7 +13,8 @@
  *   rejects with an error. The package answers meta as stored, and client input must never turn into
  *   a 500. Unlike `text`, `json` still makes the database refuse anything that is not JSON.
  */
-import { Migrator, SqlClient } from "@effect/sql"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Layer } from "effect"
 import { StorageError } from "../Errors.js"
 import { withSpan } from "../internal/trace.js"
@@ -380,6 +381,148 @@ BEGIN
 END
 $fn$`
 
+/**
+ * Version 3 of the write (migration 0006), what this version of the package calls. Versions 1 and 2
+ * stay as they were: instances of earlier versions keep calling them during a rolling upgrade.
+ *
+ * The same write with the same properties as version 2 (one call, the identity locked `FOR UPDATE`,
+ * the change in statements whose snapshots are taken after the lock, audit entries in the same
+ * order with the same fields, ids from the caller with `identity_kit_new_id` as the fallback, the
+ * same answer), at less CPU for PostgreSQL. Measured with pgbench on the bench volume, most of
+ * version 2's time went to starting its executor plan (~40 nodes: JSON parsing, three window/sort
+ * pairs, an anti-join per CTE) rather than to the rows. So:
+ * - the set comes as four parallel arrays (`p_rl_names`, `p_rl_limits`, `p_rl_durations`,
+ *   `p_rl_auto_apply`; all NULL keeps the set) read with `unnest`, not JSON parsed and cast;
+ * - kept and new names are written by one `INSERT … ON CONFLICT (identity_id, name) DO UPDATE`
+ *   rather than an UPDATE joined to the request plus an INSERT … WHERE NOT EXISTS. A created row
+ *   is told from an updated one by `updated_at`: NULL only on a row created now (an update sets it);
+ * - one window orders the audit entries (the deletions by position, then name, as before);
+ * - the `resources` JSON is concatenated from `to_json` of each value, in `json_build_array` /
+ *   `json_build_object`'s exact spelling, so the stored text does not change;
+ * - meta is written by its own small UPDATE only when given, and without a ratelimit set the
+ *   function takes a short path (one audit row, the stored set);
+ * - the answered set is not ordered here (the caller sorts it by name).
+ * Why separate statements are safe where version 1 needed one: every writer of an identity's
+ * ratelimits holds its row lock, taken before any of them, so nothing changes the set between
+ * these statements; each still takes its snapshot after the lock.
+ */
+const updateIdentityV3Function = `CREATE OR REPLACE FUNCTION identity_kit_update_identity_v3(
+  p_workspace_id text,
+  p_identity text,
+  p_meta json,
+  p_rl_names text[],
+  p_rl_limits bigint[],
+  p_rl_durations bigint[],
+  p_rl_auto_apply boolean[],
+  p_rl_ids text[],
+  p_log_ids text[],
+  p_actor_id text,
+  p_actor_name text,
+  p_remote_ip text,
+  p_user_agent text,
+  p_now bigint
+) RETURNS TABLE (
+  id text, external_id text, environment text, meta text, created_at bigint, updated_at bigint, ratelimits text
+) LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_id text;
+  v_external_id text;
+  v_identity_resource text;
+BEGIN
+  -- As version 2: the locking read also answers the identity's fields.
+  SELECT i.id, i.external_id, i.environment, CASE WHEN p_meta IS NULL THEN i.meta::text END, i.created_at,
+         CASE WHEN p_meta IS NULL THEN i.updated_at ELSE p_now END
+  INTO v_id, v_external_id, environment, meta, created_at, updated_at
+  FROM identity_kit_identities i
+  WHERE i.workspace_id = p_workspace_id AND NOT i.deleted AND (i.id = p_identity OR i.external_id = p_identity)
+  ORDER BY i.id = p_identity DESC
+  LIMIT 1
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  id := v_id;
+  external_id := v_external_id;
+
+  IF p_meta IS NOT NULL THEN
+    UPDATE identity_kit_identities i SET meta = p_meta, updated_at = p_now WHERE i.id = v_id;
+  END IF;
+
+  -- json_build_object's spelling of the identity resource; to_json quotes and escapes a text.
+  v_identity_resource := '{"type" : "identity", "id" : ' || to_json(v_id)::text || ', "name" : ' || to_json(v_external_id)::text || '}';
+
+  IF p_rl_names IS NULL THEN
+    INSERT INTO identity_kit_audit_log
+      (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+    VALUES (coalesce(p_log_ids[1], identity_kit_new_id('log', p_now)), p_workspace_id, 'identity.update', 'Updated identity ' || v_id,
+            'rootkey', p_actor_id, p_actor_name, p_remote_ip, p_user_agent, p_now, ('[' || v_identity_resource || ']')::json);
+    SELECT coalesce(json_agg(json_build_object(
+             'id', r.id, 'name', r.name, 'limit', r."limit", 'duration', r.duration,
+             'autoApply', r.auto_apply, 'createdAt', r.created_at, 'updatedAt', r.updated_at)), '[]'::json)::text
+    INTO ratelimits
+    FROM identity_kit_ratelimits r WHERE r.identity_id = v_id;
+    RETURN NEXT;
+    RETURN;
+  END IF;
+
+  -- Names are unique in the request, so no row is written twice. Data-modifying CTEs run to the end.
+  WITH deleted AS (
+    DELETE FROM identity_kit_ratelimits r
+    WHERE r.identity_id = v_id AND r.name <> ALL (p_rl_names)
+    RETURNING r.id, r.name, r.position
+  ),
+  written AS (
+    INSERT INTO identity_kit_ratelimits AS r
+      (id, workspace_id, identity_id, name, "limit", duration, auto_apply, position, created_at, updated_at)
+    SELECT coalesce(p_rl_ids[q.ord], identity_kit_new_id('rl', p_now)), p_workspace_id, v_id, q.name, q.lim, q.dur,
+           coalesce(q.auto_apply, false), q.ord::integer - 1, p_now, NULL
+    FROM unnest(p_rl_names, p_rl_limits, p_rl_durations, p_rl_auto_apply) WITH ORDINALITY AS q(name, lim, dur, auto_apply, ord)
+    ON CONFLICT (identity_id, name) DO UPDATE
+    SET "limit" = excluded."limit", duration = excluded.duration, auto_apply = excluded.auto_apply,
+        position = excluded.position, updated_at = p_now
+    RETURNING r.id, r.name, r.position, r."limit", r.duration, r.auto_apply, r.created_at, r.updated_at
+  ),
+  -- The identity, then created, updated (by position) and deleted (by position, then name): n numbers
+  -- them in that order to pick their id from p_log_ids. updated_at is NULL only on a created row.
+  entries AS (
+    SELECT e.*, row_number() OVER (ORDER BY e.grp, e.ord, e.rl_name COLLATE "C")::integer AS n
+    FROM (
+      SELECT 0 AS grp, 0 AS ord, 'identity.update' AS event, 'Updated identity ' || v_id AS display,
+             NULL::text AS rl_id, NULL::text AS rl_name
+      UNION ALL
+      SELECT CASE WHEN w.updated_at IS NULL THEN 1 ELSE 2 END, w.position,
+             CASE WHEN w.updated_at IS NULL THEN 'ratelimit.create' ELSE 'ratelimit.update' END,
+             CASE WHEN w.updated_at IS NULL THEN 'Created ratelimit ' ELSE 'Updated ratelimit ' END || w.id, w.id, w.name
+      FROM written w
+      UNION ALL
+      SELECT 3, d.position, 'ratelimit.delete',
+             'Deleted ratelimit ' || d.id, d.id, d.name
+      FROM deleted d
+    ) e
+  ),
+  logged AS (
+    INSERT INTO identity_kit_audit_log
+      (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+    SELECT coalesce(p_log_ids[e.n], identity_kit_new_id('log', p_now)), p_workspace_id, e.event, e.display, 'rootkey',
+           p_actor_id, p_actor_name, p_remote_ip, p_user_agent, p_now,
+           (CASE WHEN e.rl_id IS NULL THEN '[' || v_identity_resource || ']'
+             ELSE '[' || v_identity_resource || ', {"type" : "ratelimit", "id" : ' || to_json(e.rl_id)::text
+                  || ', "name" : ' || to_json(e.rl_name)::text || '}]'
+           END)::json
+    FROM entries e
+    ORDER BY e.grp, e.ord, e.rl_name COLLATE "C"
+  )
+  -- The set after the change is exactly the rows written.
+  SELECT coalesce(json_agg(json_build_object(
+           'id', w.id, 'name', w.name, 'limit', w."limit", 'duration', w.duration,
+           'autoApply', w.auto_apply, 'createdAt', w.created_at, 'updatedAt', w.updated_at)), '[]'::json)::text
+  INTO ratelimits
+  FROM written w;
+  RETURN NEXT;
+END
+$fn$`
+
 /** Name of the index behind `listIdentities`' pages: a workspace's live ids in byte order. */
 export const LIVE_ID_INDEX = "identity_kit_identities_live_workspace_id"
 
@@ -475,7 +618,8 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   "0002_update_identity_function": statements([newIdFunction, updateIdentityFunction]),
   "0003_update_identity_v2": statements([updateIdentityV2Function]),
   "0004_root_key_notify": rootKeyNotifyMigration,
-  "0005_identities_api": statements([liveIdIndex, deleteIdentityFunction])
+  "0005_identities_api": statements([liveIdIndex, deleteIdentityFunction]),
+  "0006_update_identity_v3": statements([updateIdentityV3Function])
 }
 
 const run = Migrator.make({})

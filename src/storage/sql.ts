@@ -5,7 +5,7 @@
  * first.
  *
  * Every method is one statement, so one round trip and atomic without `BEGIN`/`COMMIT`: the update
- * is one call of the `identity_kit_update_identity_v2` function and the delete one call of
+ * is one call of the `identity_kit_update_identity_v3` function and the delete one call of
  * `identity_kit_delete_identity_v1` (see migrations.ts for why they are functions), creating an
  * identity is one statement with data-modifying CTEs (identity, ratelimits, audit), and a page of
  * `listIdentities` is one index-backed statement with each identity's ratelimits as JSON text.
@@ -32,7 +32,7 @@
  * const storage = layerSql.pipe(Layer.provide(layerMigrations), Layer.provide(client))
  * ```
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Layer, Option, ParseResult, Random, Schedule, Schema } from "effect"
 import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
@@ -271,11 +271,14 @@ const decodeRootKeyLookup = (rows: Rows, hash: string): RootKeyLookup | null => 
 }
 
 // Every parameter is text, a number or NULL, cast in SQL, so no driver re-serialises JSON or arrays.
+// The requested set goes as four parallel arrays (names, limits, durations, autoApply): the
+// function reads them with `unnest`, cheaper for PostgreSQL than parsing and casting JSON.
 const UPDATE_IDENTITY: Statement = {
-  name: "identity_kit_update_identity_2",
+  name: "identity_kit_update_identity_3",
   text: `SELECT id, external_id, environment, meta, created_at, updated_at, ratelimits
-FROM identity_kit_update_identity_v2($1::text, $2::text, $3::text::json, $4::text::json, $5::text::text[],
-  $6::text::text[], $7::text, $8::text, $9::text, $10::text, $11::bigint)`
+FROM identity_kit_update_identity_v3($1::text, $2::text, $3::text::json, $4::text::text[], $5::text::bigint[],
+  $6::text::bigint[], $7::text::boolean[], $8::text::text[], $9::text::text[], $10::text, $11::text, $12::text,
+  $13::text, $14::bigint)`
 }
 
 const updateColumns = columns("updateIdentity")
@@ -478,18 +481,36 @@ const auditParameters = (audit: AuditContext | undefined, ids: () => string) =>
     ? NO_AUDIT
     : [ids(), audit.actorId, audit.actorName, audit.remoteIp, audit.userAgent] as const
 
-const RATELIMIT_KEYS = ["name", "limit", "duration", "autoApply"]
-// `JSON.stringify` writes a lone surrogate as an escape starting `\ud8`–`\udf` (see `wellFormed`).
-const ESCAPED_SURROGATE = /\\ud[89a-f]/i
+// A character that needs a backslash inside a quoted array element, or a UTF-16 surrogate (a lone
+// one is made U+FFFD by `wellFormed`, as every driver's UTF-8 encoding would).
+const NEEDS_CARE = /["\\\uD800-\uDFFF]/
 
-/** The requested set as the function's JSON: only the four fields, names made well-formed. */
-const ratelimitsParameter = (requested: ReadonlyArray<RatelimitInput>): string => {
-  const json = JSON.stringify(requested, RATELIMIT_KEYS)
-  // Rare (a name with a lone surrogate, or a literal "\ud8…" in a name): redo it with names fixed.
-  return ESCAPED_SURROGATE.test(json)
-    ? JSON.stringify(requested.map((rl) => ({ ...rl, name: wellFormed(rl.name) })), RATELIMIT_KEYS)
-    : json
+/** A string as a double-quoted element of a PostgreSQL array literal (any text, `NULL` included). */
+const arrayElement = (text: string): string =>
+  NEEDS_CARE.test(text) ? `"${wellFormed(text).replace(/["\\]/g, "\\$&")}"` : `"${text}"`
+
+/** The requested set as the function's four array literals: names, limits, durations, autoApply. */
+const ratelimitArrays = (
+  requested: ReadonlyArray<RatelimitInput>
+): readonly [names: string, limits: string, durations: string, autoApply: string] => {
+  let names = "{"
+  let limits = "{"
+  let durations = "{"
+  let autoApply = "{"
+  for (let i = 0; i < requested.length; i++) {
+    const rl = requested[i]
+    if (rl === undefined) continue
+    const comma = i === 0 ? "" : ","
+    names += comma + arrayElement(rl.name)
+    // Validation keeps both safe integers, which `String` writes as plain digits.
+    limits += comma + String(rl.limit)
+    durations += comma + String(rl.duration)
+    autoApply += comma + (rl.autoApply ? "t" : "f")
+  }
+  return [names + "}", limits + "}", durations + "}", autoApply + "}"]
 }
+
+const NO_RATELIMITS = [null, null, null, null] as const
 
 /** `count` fresh ids as a PostgreSQL array literal (base58 and `_` need no quoting). */
 const idArray = (prefix: "rl" | "log", count: number, now: number): string => {
@@ -580,7 +601,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
           update.workspaceId,
           update.identity,
           update.meta ?? null,
-          requested === undefined ? null : ratelimitsParameter(requested),
+          ...(requested === undefined ? NO_RATELIMITS : ratelimitArrays(requested)),
           // An id for each requested item, used when its name is new; audit ids for the identity
           // and one entry per item, plus as many deletions (more fall back to ids made in SQL).
           requested === undefined ? null : idArray("rl", count, update.now),
