@@ -12,7 +12,7 @@
  * always goes through the `SqlClient`, so it joins the transaction like any other statement.
  */
 import { connect as connectSocket, type Socket } from "node:net"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { Context, Effect, Option } from "effect"
 

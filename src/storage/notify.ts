@@ -26,7 +26,7 @@
  */
 import { createRequire } from "node:module"
 import type { PGliteInterface } from "@electric-sql/pglite"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Data, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, type Scope } from "effect"
 import { IdentityStore, type IdentityStoreService } from "../services/IdentityStore.js"
 import {
