@@ -6,11 +6,11 @@
  */
 import { randomBytes } from "node:crypto"
 import { createServer, type Socket } from "node:net"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Redacted } from "effect"
-import { makeIdentityKit, ROUTE } from "identity-kit"
+import { IdentityStore, makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
 import { migrations } from "../src/storage/migrations.js"
@@ -71,8 +71,13 @@ describe.runIf(DATABASE_URL)("postgres through a host's own PgClient", () => {
 
 describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isolation", () => {
   const rrSchema = `${schema}_rr`
-  const url = new URL(withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", rrSchema))
-  url.searchParams.set("options", `-c search_path=${rrSchema} -c default_transaction_isolation=repeatable\\ read`)
+  /** A URL whose connections use `schema` and REPEATABLE READ by default. */
+  const rrUrl = (schemaName: string) => {
+    const parsed = new URL(withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", schemaName))
+    parsed.searchParams.set("options", `-c search_path=${schemaName} -c default_transaction_isolation=repeatable\\ read`)
+    return parsed.toString()
+  }
+  const url = new URL(rrUrl(rrSchema))
   const storage = layerSql.pipe(
     Layer.provide(layerMigrations),
     Layer.provide(layerPostgresClient({ url: url.toString(), maxConnections: 10 })),
@@ -106,6 +111,48 @@ describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isola
       await kit.dispose()
     }
   }, 60_000)
+  // A writer that changes only ratelimits locks the identity row without writing it. Under
+  // REPEATABLE READ the next writer's snapshot predates that lock wait; were the row not written,
+  // it would get the lock without a serialization failure and replace the set it saw (here: none),
+  // leaving the first writer's ratelimit behind with no delete in the audit log.
+  it.live("a ratelimit-only update waiting on another replaces the set the other left (no stale snapshot)", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const store = yield* IdentityStore
+      const now = Date.now()
+      const audit = { actorId: "key_rr", actorName: "root key", remoteIp: "", userAgent: "" }
+      yield* store.putWorkspace({ id: "ws_rr_sets", name: "rr", enabled: true, createdAt: now })
+      const identity = yield* store.createIdentity({ workspaceId: "ws_rr_sets", externalId: "sets", now })
+      const write = (name: string) =>
+        store.updateIdentity({
+          workspaceId: "ws_rr_sets",
+          identity: identity.id,
+          ratelimits: [{ name, limit: 1, duration: 1000, autoApply: false }],
+          audit,
+          now
+        })
+      // The first writer holds the row lock (inside a transaction that sleeps before committing)...
+      const first = yield* Effect.fork(sql.withTransaction(Effect.zipLeft(write("first_set"), sql`SELECT pg_sleep(0.5)`)))
+      yield* Effect.sleep("150 millis")
+      // ...while the second one starts: its snapshot is older than the first one's commit.
+      const second = yield* write("second_set")
+      yield* first.await
+      assert.deepStrictEqual(second.ratelimits.map((rl) => rl.name), ["second_set"])
+      const stored = yield* store.getIdentity("ws_rr_sets", identity.id)
+      assert.deepStrictEqual(stored?.ratelimits.map((rl) => rl.name), ["second_set"])
+      const events = (yield* store.listAuditLog("ws_rr_sets")).map((entry) => entry.event)
+      assert.deepStrictEqual(events.filter((event) => event.startsWith("ratelimit.")), [
+        "ratelimit.create",
+        "ratelimit.create",
+        "ratelimit.delete"
+      ])
+    }).pipe(Effect.provide(
+      layerSql.pipe(
+        Layer.provide(layerMigrations),
+        Layer.provideMerge(layerPostgresClient({ url: rrUrl(`${rrSchema}_sets`), maxConnections: 4 })),
+        Layer.provide(freshSchema(DATABASE_URL ?? "", `${rrSchema}_sets`))
+      )
+    )), 60_000)
 })
 
 // --- an unreachable database ----------------------------------------------------------------

@@ -447,6 +447,12 @@ BEGIN
 
   IF p_meta IS NOT NULL THEN
     UPDATE identity_kit_identities i SET meta = p_meta, updated_at = p_now WHERE i.id = v_id;
+  ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- Under REPEATABLE READ or SERIALIZABLE a waiting writer's snapshot predates its lock wait. A
+    -- row that was only locked lets it through with that stale snapshot (it would replace the set
+    -- it saw, leaving this call's ratelimits behind); a row that was written makes it fail with a
+    -- serialization failure instead, which the caller retries with a fresh snapshot.
+    UPDATE identity_kit_identities i SET updated_at = i.updated_at WHERE i.id = v_id;
   END IF;
 
   -- json_build_object's spelling of the identity resource; to_json quotes and escapes a text.
@@ -619,7 +625,10 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   "0003_update_identity_v2": statements([updateIdentityV2Function]),
   "0004_root_key_notify": rootKeyNotifyMigration,
   "0005_identities_api": statements([liveIdIndex, deleteIdentityFunction]),
-  "0006_update_identity_v3": statements([updateIdentityV3Function])
+  "0006_update_identity_v3": statements([updateIdentityV3Function]),
+  // v3 again (CREATE OR REPLACE), now writing the identity row under REPEATABLE READ/SERIALIZABLE
+  // even when only ratelimits change: databases that applied 0006 before that fix get it here.
+  "0007_update_identity_v3_isolation": statements([updateIdentityV3Function])
 }
 
 const run = Migrator.make({})
