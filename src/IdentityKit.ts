@@ -4,7 +4,7 @@
  * `fetch` for WHATWG ones). Build it once, mount it in one or several servers, dispose it when the
  * host closes.
  */
-import { Cause, Effect, Exit, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
+import { Cause, Duration, Effect, Exit, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
 import * as Admin from "./Admin.js"
 import { type ApiError, InternalError, ServiceUnavailable, StorageError } from "./Errors.js"
 import { newId } from "./domain/Ids.js"
@@ -28,6 +28,11 @@ export interface IdentityKitOptions<E = never> extends HttpOptions, Authorizatio
   readonly storage: Layer.Layer<IdentityStore, E>
   /** The endpoints this kit serves, by operation name. Default: all of them. */
   readonly endpoints?: ReadonlyArray<EndpointName> | undefined
+  /**
+   * How long `dispose()` lets requests in flight finish before it interrupts them (they then get
+   * 503). Default 10 seconds.
+   */
+  readonly drainTimeout?: Duration.DurationInput | undefined
 }
 
 /** Connection facts a Node adapter knows and a `Request` does not carry. */
@@ -71,8 +76,8 @@ export interface IdentityKit {
   }
   /**
    * Stops taking storage work (such requests get 503; routing and validation still answer), lets
-   * the requests in flight finish (up to 10 s, then interrupts them: 503), and releases the runtime
-   * (closes pools, PGlite). Close your server first. Idempotent.
+   * the requests in flight finish (up to `drainTimeout`, then interrupts them: 503), and releases
+   * the runtime (closes pools, PGlite). Close your server first. Idempotent.
    */
   readonly dispose: () => Promise<void>
 }
@@ -119,6 +124,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   const resolved = resolveHttpOptions(options)
   const routes = selectRoutes(options.endpoints)
   const program = makeRequestProgram(resolved, routes)
+  const drainTimeoutMs = Duration.toMillis(options.drainTimeout ?? Duration.seconds(10))
   const paths = routes.map((route) => resolved.basePath + route.path)
   const served: ReadonlySet<string> = new Set(paths)
 
@@ -184,12 +190,15 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
         runUnbuilt(Effect.logError("identity-kit: the response callback threw", Cause.die(cause)))
       }
     }
+    // The caller's cancel (a client abort): no answer. `stop`, what `dispose` uses past its drain
+    // deadline, interrupts too but still answers (503).
     const interrupt = () => {
       cancelled = true
       cancel()
     }
+    const stop = () => cancel()
     const onExit = (exit: Exit.Exit<PlainResponse>) => {
-      inflight.delete(interrupt)
+      inflight.delete(stop)
       if (inflight.size === 0) onDrained?.()
       if (Exit.isSuccess(exit)) return answer(exit.value)
       // Interrupted by the caller (a client abort): nobody to answer. By anything else (dispose
@@ -199,7 +208,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       answer(errorResponse(error, newId("req"), resolved, request.headers))
     }
     const run = disposed ? undefined : runBuilt
-    inflight.add(interrupt)
+    inflight.add(stop)
     const cancel = run !== undefined
       ? run(program(request, inContext), { onExit })
       : runUnbuilt(program(request, disposed ? closing$ : building$), { onExit })
@@ -252,14 +261,11 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       if (inflight.size > 0) {
         await new Promise<void>((resolve) => {
           onDrained = resolve
-          setTimeout(resolve, DRAIN_TIMEOUT_MS).unref()
+          setTimeout(resolve, drainTimeoutMs).unref()
         })
-        for (const interrupt of [...inflight]) interrupt()
+        for (const stop of [...inflight]) stop()
       }
       await runtime.dispose()
     }
   }
 }
-
-/** How long `dispose` waits for requests in flight before it interrupts them. */
-const DRAIN_TIMEOUT_MS = 10_000

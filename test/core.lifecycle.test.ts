@@ -120,4 +120,20 @@ describe("dispose drains", () => {
       yield* Effect.promise(() => disposing)
       assert.isTrue(disposed)
     }))
+
+  it.live("requests still running at the drain deadline are interrupted and answered 503", () =>
+    Effect.gen(function*() {
+      const hanging = Layer.effect(
+        IdentityStore,
+        Effect.map(makeMemory, (memory) => ({ ...memory, updateIdentity: () => Effect.never }))
+      )
+      const kit = makeIdentityKit({ storage: hanging, drainTimeout: "50 millis" })
+      yield* Effect.promise(() => kit.admin.createWorkspace({ id: "ws_hang" }))
+      const { key } = yield* Effect.promise(() => kit.admin.issueRootKey({ workspaceId: "ws_hang" }))
+      const inFlight = Array.from({ length: 3 }, () => kit.fetch(post(Redacted.value(key), ROUTE, { identity: "x" })))
+      yield* Effect.sleep("20 millis")
+      yield* Effect.promise(() => kit.dispose())
+      const statuses = yield* Effect.promise(() => Promise.all(inFlight.map((response) => response.then((r) => r.status))))
+      assert.deepStrictEqual(statuses, [503, 503, 503])
+    }))
 })
