@@ -1034,65 +1034,57 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       assert.deepStrictEqual(log.map((e) => e.event), ["identity.update", "ratelimit.create", "ratelimit.delete"])
     }))
 
-  it.effect("the write function makes the ids it is not given, in the same format", () =>
-    Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      const { store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
-      const given = newId("log")
-      // One audit id for five entries, no ratelimit ids: the function makes the rest.
-      const rows = yield* sql<{ readonly ratelimits: string; readonly meta: string | null }>`
+  // One audit id for five entries, no ratelimit ids: each version of the function makes the rest.
+  const idFallbackCalls = [
+    {
+      version: 2,
+      call: (sql: SqlClient.SqlClient, workspaceId: string, given: string) =>
+        sql<{ readonly ratelimits: string; readonly meta: string | null }>`
         SELECT ratelimits, meta FROM identity_kit_update_identity_v2(${workspaceId}::text, 'user_1'::text,
           '{"v":2}'::json, '[{"name":"delta","limit":1,"duration":1000,"autoApply":false},{"name":"alpha","limit":2,"duration":1000,"autoApply":false}]'::json,
           NULL::text[], ${`{${given}}`}::text::text[],
           'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
-      assert.isNull(rows[0]?.meta, "meta is not answered when it was given")
-      const answered: ReadonlyArray<{ readonly id: string; readonly name: string }> = JSON.parse(rows[0]?.ratelimits ?? "[]")
-      assert.deepStrictEqual(answered.map((r) => r.name), ["alpha", "delta"])
-      for (const r of answered) assert.match(r.id, ID("rl"))
-      const log = yield* store.listAuditLog(workspaceId)
-      // identity.update, create delta, update alpha, delete beta, delete gamma.
-      assert.deepStrictEqual(log.map((e) => e.event), [
-        "identity.update",
-        "ratelimit.create",
-        "ratelimit.update",
-        "ratelimit.delete",
-        "ratelimit.delete"
-      ])
-      assert.strictEqual(log[0]?.id, given)
-      for (const e of log) assert.match(e.id, ID("log"))
-      assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
-      assert.deepStrictEqual(answered, (yield* found(store, workspaceId, "user_1")).ratelimits.map(
-        ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
-      ))
-    }))
-
-  it.effect("version 3 of the write function makes the ids it is not given, in the same format", () =>
-    Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      const { store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
-      const given = newId("log")
-      // One audit id for five entries, no ratelimit ids: the function makes the rest.
-      const rows = yield* sql<{ readonly ratelimits: string; readonly meta: string | null }>`
+    },
+    {
+      version: 3,
+      call: (sql: SqlClient.SqlClient, workspaceId: string, given: string) =>
+        sql<{ readonly ratelimits: string; readonly meta: string | null }>`
         SELECT ratelimits, meta FROM identity_kit_update_identity_v3(${workspaceId}::text, 'user_1'::text,
           '{"v":2}'::json, '{delta,alpha}'::text[], '{1,2}'::bigint[], '{1000,1000}'::bigint[], '{f,f}'::boolean[],
           NULL::text[], ${`{${given}}`}::text::text[],
           'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
-      assert.isNull(rows[0]?.meta, "meta is not answered when it was given")
-      const answered: ReadonlyArray<{ readonly id: string; readonly name: string }> = JSON.parse(rows[0]?.ratelimits ?? "[]")
-      assert.deepStrictEqual(answered.map((r) => r.name).sort(), ["alpha", "delta"])
-      for (const r of answered) assert.match(r.id, ID("rl"))
-      const log = yield* store.listAuditLog(workspaceId)
-      assert.deepStrictEqual(log.map((e) => e.event), [
-        "identity.update",
-        "ratelimit.create",
-        "ratelimit.update",
-        "ratelimit.delete",
-        "ratelimit.delete"
-      ])
-      assert.strictEqual(log[0]?.id, given)
-      for (const e of log) assert.match(e.id, ID("log"))
-      assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
-    }))
+    }
+  ]
+  for (const { call, version } of idFallbackCalls) {
+    it.effect(`version ${version} of the write function makes the ids it is not given, in the same format`, () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const { store, workspaceId } = yield* seeded([rl("alpha"), rl("beta"), rl("gamma")])
+        const given = newId("log")
+        const rows = yield* call(sql, workspaceId, given)
+        assert.isNull(rows[0]?.meta, "meta is not answered when it was given")
+        const answered: ReadonlyArray<{ readonly id: string; readonly name: string }> = JSON.parse(rows[0]?.ratelimits ?? "[]")
+        // v2 answers by name; v3 leaves the order to the caller (sql.ts sorts).
+        assert.deepStrictEqual(answered.map((r) => r.name).sort(), ["alpha", "delta"])
+        for (const r of answered) assert.match(r.id, ID("rl"))
+        const log = yield* store.listAuditLog(workspaceId)
+        // identity.update, create delta, update alpha, delete beta, delete gamma.
+        assert.deepStrictEqual(log.map((e) => e.event), [
+          "identity.update",
+          "ratelimit.create",
+          "ratelimit.update",
+          "ratelimit.delete",
+          "ratelimit.delete"
+        ])
+        assert.strictEqual(log[0]?.id, given)
+        for (const e of log) assert.match(e.id, ID("log"))
+        assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
+        const stored = (yield* found(store, workspaceId, "user_1")).ratelimits.map(
+          ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
+        )
+        assert.deepStrictEqual([...answered].sort((x, y) => (x.name < y.name ? -1 : 1)), stored)
+      }))
+  }
 
   it.effect("version 3 of the write function stores exactly what version 2 stores", () =>
     Effect.gen(function*() {

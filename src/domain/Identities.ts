@@ -34,7 +34,7 @@ export const CreateIdentityRequest = Schema.Struct({
 export type CreateIdentityRequest = typeof CreateIdentityRequest.Type
 
 /**
- * An identity id or externalId (§0.3): any string of length ≥ 1. No other rule: a value that could
+ * An identity id or externalId (§0.3): a string of length ≥ 1, nothing more. A value that could
  * never be stored (`\u0000`) is simply not found (404), as the reference answers it.
  */
 const IdentityParameter = JsonString.pipe(Schema.filter((s) => s.length >= 1 || "minLength: got 0, want 1"))
