@@ -1,7 +1,7 @@
 /**
  * The fetch handler, served by Node's own `http` server — no framework. The handler owns the whole
- * server: the route is `/api/v2/identities.updateIdentity` (`basePath: "/api"`), anything else is a
- * 404 JSON.
+ * server: the routes are `/api/v2/identities.{create,get,list,update,delete}Identity`
+ * (`basePath: "/api"`), anything else is a 404 JSON.
  *
  *   npx tsx --conditions=@identity-kit/source examples/node-http.ts   # PORT=3000 by default
  *

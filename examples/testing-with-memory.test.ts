@@ -23,7 +23,10 @@ describe("a host app's own tests, on in-memory storage", () => {
     // The test's own data, independent of what the app seeds for its demo.
     const workspace = await app.kit.admin.createWorkspace({ name: "test" })
     workspaceId = workspace.id
-    const { key } = await app.kit.admin.issueRootKey({ workspaceId })
+    const { key } = await app.kit.admin.issueRootKey({
+      workspaceId,
+      permissions: ["identity.*.create_identity", "identity.*.read_identity", "identity.*.update_identity", "identity.*.delete_identity"]
+    })
     await app.kit.admin.createIdentity({ workspaceId, externalId: "customer_42", meta: { plan: "free" } })
     // No retries: a test wants the first answer.
     unkey = new Unkey({ rootKey: Redacted.value(key), serverURL: app.url, retryConfig: { strategy: "none" } })
@@ -46,6 +49,18 @@ describe("a host app's own tests, on in-memory storage", () => {
     expect(stored?.meta).toEqual({ plan: "pro" })
     const audit = await app.kit.admin.listAuditLog(workspaceId)
     expect(audit.map((entry) => entry.event)).toEqual(["identity.update", "ratelimit.create"])
+  })
+
+  it("signs a customer up and off again through the SDK", async () => {
+    const { data } = await unkey.identities.createIdentity({ externalId: "customer_43", meta: { plan: "trial" } })
+    expect((await unkey.identities.getIdentity({ identity: data.identityId })).data.externalId).toBe("customer_43")
+    // Pages come by id; a search is a case-insensitive substring of the id or the externalId.
+    const listed = await unkey.identities.listIdentities({ search: "CUSTOMER_4" })
+    expect(listed.result.data.map((identity) => identity.externalId).sort()).toEqual(["customer_42", "customer_43"])
+    await unkey.identities.deleteIdentity({ identity: "customer_43" })
+    expect(await app.kit.admin.getIdentity(workspaceId, "customer_43")).toBeNull()
+    const audit = await app.kit.admin.listAuditLog(workspaceId)
+    expect(audit.map((entry) => entry.event)).toEqual(["identity.create", "identity.delete"])
   })
 
   it("reports an unknown customer as the SDK's NotFound error", async () => {
