@@ -9,7 +9,7 @@ import { createServer, type Socket } from "node:net"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Redacted } from "effect"
+import { Deferred, Duration, Effect, Layer, Redacted } from "effect"
 import { IdentityStore, makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, migrate } from "identity-kit/sql"
@@ -132,8 +132,11 @@ describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isola
           now
         })
       // The first writer holds the row lock (inside a transaction that sleeps before committing)...
-      const first = yield* Effect.fork(sql.withTransaction(Effect.zipLeft(write("first_set"), sql`SELECT pg_sleep(0.5)`)))
-      yield* Effect.sleep("150 millis")
+      const locked = yield* Deferred.make<void>()
+      const first = yield* Effect.fork(sql.withTransaction(
+        write("first_set").pipe(Effect.zipLeft(Deferred.succeed(locked, undefined)), Effect.zipLeft(sql`SELECT pg_sleep(0.5)`))
+      ))
+      yield* Deferred.await(locked)
       // ...while the second one starts: its snapshot is older than the first one's commit.
       const second = yield* write("second_set")
       yield* first.await
