@@ -157,6 +157,23 @@ describe("V – request shape (400 invalid_input)", () => {
       )
     }))
 
+  it.effect("V5: a number beyond double range in meta (1e400) is a 400, never stored as null", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => seed())
+      for (const number of ["1e400", "-1e400", "[1, 2e999]"]) {
+        const answer = yield* call(s, `{"identity":"user_123","meta":{"plan":"pro","big":${number}}}`)
+        const error = expectError(answer, 400, "unkey/application/invalid_input")
+        assert.deepStrictEqual(error.errors?.map((e) => e.location), ["body.meta"])
+        assert.match(error.errors?.[0]?.message ?? "", /^a number is out of range/)
+      }
+      // Nothing was changed: the stored meta is the seeded one.
+      const stored = yield* Effect.promise(() => s.kit.admin.getIdentity(s.workspaceId, "user_123"))
+      assert.deepStrictEqual(stored?.meta, { plan: "free" })
+      // Large but finite numbers are fine.
+      const ok = yield* call(s, `{"identity":"user_123","meta":{"big":1.7e308,"small":-5e-324}}`)
+      assert.strictEqual(ok.status, 200)
+    }))
+
   it.effect("V5: huge arrays and many unknown keys cost one bounded list of errors", () =>
     Effect.gen(function*() {
       const s = yield* Effect.promise(() => seed())

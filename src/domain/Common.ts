@@ -56,17 +56,21 @@ export const codePoints = (s: string) => {
   return n
 }
 
-/** Depth of nested objects/arrays, computed without recursion. */
-const depthOf = (root: unknown): number => {
+/** Depth of nested objects/arrays, and whether a number is out of range, in one walk without recursion. */
+const scanMeta = (root: unknown): { readonly depth: number; readonly outOfRange: boolean } => {
   let max = 0
+  let outOfRange = false
   const stack: Array<[unknown, number]> = [[root, 1]]
   while (stack.length > 0) {
     const [value, depth] = stack.pop()!
+    // JSON.parse reads a number beyond double range (1e400) as ±Infinity, which JSON.stringify
+    // would then store as null: such a number is refused, as the reference's decoder refuses it.
+    if (typeof value === "number" && !Number.isFinite(value)) outOfRange = true
     if (typeof value !== "object" || value === null) continue
     if (depth > max) max = depth
     for (const child of Object.values(value)) stack.push([child, depth + 1])
   }
-  return max
+  return { depth: max, outOfRange }
 }
 
 /**
@@ -79,8 +83,12 @@ export const Meta = Schema.declare(isJsonObject, { message: want("object") }).pi
     return count <= limits.maxMetaKeys || `maxProperties: got ${count}, want at most ${limits.maxMetaKeys}`
   }),
   Schema.filter((value) => {
-    const depth = depthOf(value)
-    return depth <= limits.maxMetaDepth || `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
+    const { depth, outOfRange } = scanMeta(value)
+    return depth > limits.maxMetaDepth
+      ? `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
+      : outOfRange
+      ? "a number is out of range: it must fit a 64-bit float (at most about 1.8e308 in magnitude)"
+      : true
   })
 ).annotations({ identifier: "Meta" })
 
