@@ -297,3 +297,71 @@ describe.runIf(DATABASE_URL)("postgres outage", () => {
     }
   }, 90_000)
 })
+
+describe.runIf(DATABASE_URL)("postgres that stops answering", () => {
+  // A server or network that goes silent (no byte, no close): without a statement bound, a request
+  // would wait for as long as that lasts. The proxy freezes; PostgreSQL itself is never touched.
+  it("a request is answered 500 once its statement timed out, never held for as long as the silence lasts", async () => {
+    const target = new URL(DATABASE_URL ?? "")
+    const proxy = makeProxy(target.hostname, Number(target.port || 5432))
+    await proxy.start()
+    const frozenSchema = `${schema}_frozen`
+    await admin(`CREATE SCHEMA "${frozenSchema}"`)
+    const through = new URL(withSearchPath(DATABASE_URL ?? "", frozenSchema))
+    through.hostname = "127.0.0.1"
+    through.port = String(proxy.port)
+    const kit = makeIdentityKit({
+      storage: layerPostgres({ url: through.toString(), connectTimeout: "1 second", statementTimeout: "500 millis" })
+    })
+    try {
+      // Up: an unknown key is looked up in the database (401).
+      assert.strictEqual((await answerOf(kit)).status, 401)
+      proxy.freeze()
+      const frozen = await answerOf(kit)
+      assert.strictEqual(frozen.status, 500, JSON.stringify(frozen.body))
+      expect(frozen.body).toStrictEqual({
+        ...internalError,
+        error: { ...internalError.error, detail: "We're unable to update the identity." }
+      })
+    } finally {
+      await kit.dispose()
+      await proxy.stop()
+      await admin(`DROP SCHEMA "${frozenSchema}" CASCADE`)
+    }
+  }, 60_000)
+
+  it("a statement waiting on a lock past statementTimeout is cancelled by the server: 500, the lock holder unharmed", async () => {
+    const lockSchema = `${schema}_lockwait`
+    const url = withSearchPath(DATABASE_URL ?? "", lockSchema)
+    await admin(`CREATE SCHEMA "${lockSchema}"`)
+    const kit = makeIdentityKit({ storage: layerPostgres({ url, statementTimeout: "300 millis" }) })
+    try {
+      await kit.admin.createWorkspace({ id: "ws_lock" })
+      const { key } = await kit.admin.issueRootKey({ workspaceId: "ws_lock" })
+      const identity = await kit.admin.createIdentity({ workspaceId: "ws_lock", externalId: "locked" })
+      const update = () =>
+        kit.fetch(new Request(`http://localhost${ROUTE}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          body: JSON.stringify({ identity: "locked", meta: { a: 1 } })
+        })).then((response) => response.status)
+      assert.strictEqual(await update(), 200)
+      // Another session holds the identity's row lock for a while.
+      const held = Effect.runPromise(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.withTransaction(Effect.zipRight(
+          sql`SELECT id FROM identity_kit_identities WHERE id = ${identity.id} FOR UPDATE`,
+          sql`SELECT pg_sleep(1.5)`
+        ))
+      }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url) }))))
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.strictEqual(await update(), 500)
+      await held
+      // Once the lock is released the same update goes through.
+      assert.strictEqual(await update(), 200)
+    } finally {
+      await kit.dispose()
+      await admin(`DROP SCHEMA "${lockSchema}" CASCADE`)
+    }
+  }, 60_000)
+})

@@ -189,7 +189,18 @@ export const sendCancelRequest = (client: PgPoolClient, settled: (final: boolean
  * statement on a reused connection. A statement is one implicit transaction: cancelled, it either
  * committed or left nothing.
  */
-export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
+export const fromPgPool = (
+  pool: PgPool,
+  options: {
+    /**
+     * Longest wait for a statement's answer once sent (client side). Past it the statement fails,
+     * a cancel is sent, and the connection is closed rather than reused: it covers what the
+     * server's own `statement_timeout` cannot, a server or network that stopped answering.
+     * Default: none.
+     */
+    readonly timeoutMs?: number | undefined
+  } = {}
+): StatementExecutorService => ({
   execute: <A>(statement: Statement, values: Values, decode: (rows: Rows) => A) =>
     // One parameter: `Effect.async` creates an AbortController when the callback takes a second.
     Effect.async<A, SqlError>((resume) => {
@@ -220,7 +231,22 @@ export const fromPgPool = (pool: PgPool): StatementExecutorService => ({
           acquired.on("error", ignore)
           guarded.add(acquired)
         }
+        // The deadline, when there is one: the answer may never come (a server or network that
+        // stopped answering), so the statement fails now and its connection is closed, not reused.
+        // A statement is one implicit transaction: it committed or it left nothing.
+        const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+          if (state !== 1) return
+          state = 2
+          const done = release
+          release = undefined
+          done?.(new Error("identity-kit: statement timed out"))
+          sendCancelRequest(acquired, () => {})
+          resume(Effect.fail(new SqlError({ cause: new Error("statement timed out"), message: "Statement timed out" })))
+        }, options.timeoutMs)
+        // A statement interrupted before its deadline must not keep the process alive until then.
+        timer?.unref()
         const onAnswer = (error: Error | null | undefined, result: PgArrayResult | undefined) => {
+          if (timer !== undefined) clearTimeout(timer)
           const done = release
           release = undefined
           if (done !== undefined) {

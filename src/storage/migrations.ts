@@ -615,8 +615,15 @@ BEGIN
 END
 $fn$`
 
+/**
+ * A migration's statements, in the migrator's transaction. A migration may build an index on a
+ * large table: the pool's `statement_timeout` (`layerPostgres`' `statementTimeout`) does not apply to it.
+ */
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.forEach(["SET LOCAL statement_timeout = 0", ...texts], (text) => sql.unsafe(text), { discard: true })
+  )
 
 /** The migrations, by `<id>_<name>`. Never edit an applied one: add the next id. */
 export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {

@@ -63,6 +63,13 @@ export interface PostgresConfig {
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** Close idle connections after this long. Default 30 seconds. */
   readonly idleTimeout?: Duration.DurationInput | undefined
+  /**
+   * Longest a statement may run. The server cancels it after this long (`statement_timeout` on
+   * every connection), and the kit gives up on an answer one second later (a server or network that
+   * stopped answering: the connection is then closed), so the request is answered 500 instead of
+   * waiting for as long as the database hangs. Default 5 seconds.
+   */
+  readonly statementTimeout?: Duration.DurationInput | undefined
   /** Apply pending migrations when the layer is built. Default `true`. */
   readonly migrate?: boolean | undefined
   /** `application_name` shown in `pg_stat_activity`. Default `identity-kit`. */
@@ -74,6 +81,12 @@ export interface PostgresConfig {
    */
   readonly listen?: boolean | undefined
 }
+
+/** The default bound on a statement: a hung database answers 500 in about this long at most. */
+export const DEFAULT_STATEMENT_TIMEOUT: Duration.Duration = Duration.seconds(5)
+
+const statementTimeoutMs = (config: PostgresConfig): number =>
+  Duration.toMillis(config.statementTimeout ?? DEFAULT_STATEMENT_TIMEOUT)
 
 /** The default bound on connection waits: a down database answers 500 in about this long at most. */
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(5)
@@ -95,6 +108,9 @@ interface PgModule {
     readonly connectionTimeoutMillis: number
     readonly idleTimeoutMillis: number
     readonly application_name: string
+    readonly statement_timeout: number
+    readonly keepAlive: boolean
+    readonly keepAliveInitialDelayMillis: number
   }) => OwnPool
 }
 
@@ -112,7 +128,12 @@ const acquirePool = (config: PostgresConfig, connectTimeout: Duration.Duration):
         // the `SELECT 1` with which the layer tests the pool at build.
         connectionTimeoutMillis: Duration.toMillis(connectTimeout),
         idleTimeoutMillis: Duration.toMillis(config.idleTimeout ?? Duration.seconds(30)),
-        application_name: config.applicationName ?? "identity-kit"
+        application_name: config.applicationName ?? "identity-kit",
+        // The server's bound on every statement (sent as a startup parameter: no extra round trip).
+        statement_timeout: statementTimeoutMs(config),
+        // A peer that vanished without closing (a dropped route) is noticed by TCP, not never.
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000
       })
       // An idle connection that breaks is dropped by the pool, which then emits "error": without a
       // listener that would crash the process.
@@ -149,7 +170,8 @@ export const layerPostgresClient = (
     yield* testPool(pool, connectTimeout)
     return Layer.merge(
       PgClient.layerFromPool({ acquire: Effect.succeed(pool) }),
-      Layer.succeed(StatementExecutor, fromPgPool(pool))
+      // The client's bound: the server's plus a second for the server's own cancel to arrive.
+      Layer.succeed(StatementExecutor, fromPgPool(pool, { timeoutMs: statementTimeoutMs(config) + 1000 }))
     )
   })).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
 }
