@@ -9,7 +9,7 @@
  * PGLITE_DATA_DIR (default ./.data), ROOT_KEY (use this plaintext as the demo root key).
  */
 import { createServer } from "node:http"
-import { Effect, Redacted } from "effect"
+import { Cause, Effect, Redacted, Runtime } from "effect"
 import { hashRootKey, IdentityStore } from "identity-kit"
 import { createNodeHandler } from "identity-kit/node"
 import { layerPglite } from "identity-kit/pglite"
@@ -33,7 +33,21 @@ const isKnownKey = (key: string) =>
 // Seed once: the identity is the marker, so a restart finds it and seeds nothing.
 let shownKey: string | undefined
 const given = env["ROOT_KEY"]
-const firstStart = (await kit.admin.getIdentity(WORKSPACE, "user_123")) === null
+// A storage that cannot start (a locked PGlite directory, an unreachable database) ends the demo
+// with its reason and exit code 1, not a stack trace.
+const reasonOf = (error: unknown): string => {
+  let current: unknown = Runtime.isFiberFailure(error) ? Cause.squash(error[Runtime.FiberFailureCauseId]) : error
+  while (current instanceof Error && current.cause instanceof Error) current = current.cause
+  return current instanceof Error ? current.message : String(current)
+}
+let firstStart: boolean
+try {
+  firstStart = (await kit.admin.getIdentity(WORKSPACE, "user_123")) === null
+} catch (error) {
+  console.error(`identity-kit demo: the storage did not start: ${reasonOf(error)}`)
+  await handler.dispose()
+  process.exit(1)
+}
 if (firstStart) {
   await kit.admin.createWorkspace({ id: WORKSPACE, name: "demo" })
   await kit.admin.createIdentity({

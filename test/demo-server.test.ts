@@ -40,6 +40,27 @@ const startDemo = (env: Record<string, string> = {}): Promise<Started> =>
     child.on("exit", (code) => reject(new Error(`demo server exited with ${code}:\n${output}`)))
   })
 
+/** Runs the demo server until it exits by itself; its exit code and everything it printed. */
+const runToExit = (): Promise<{ readonly code: number | null; readonly output: string }> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "--conditions=@identity-kit/source", "examples/demo-server.ts"],
+      { env: { ...process.env, PORT: "0", PGLITE_DATA_DIR: dataDir, DATABASE_URL: "" }, stdio: ["ignore", "pipe", "pipe"] }
+    )
+    let output = ""
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error(`the second demo server did not exit:\n${output}`))
+    }, 45_000)
+    child.stdout.on("data", (chunk: Buffer) => void (output += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => void (output += chunk.toString()))
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      resolve({ code, output })
+    })
+  })
+
 const stop = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => {
     child.removeAllListeners("exit")
@@ -90,6 +111,12 @@ describe("npm start (demo server)", () => {
     const third = await startDemo({ ROOT_KEY: "unkey_scripted_demo_key" })
     assert.include(third.output, "Bearer unkey_scripted_demo_key")
     assert.strictEqual((await update(third.url, "unkey_scripted_demo_key", { identity: "user_123" })).status, 200)
+
+    // A second demo on the same data directory is refused with one clear line, not a stack trace.
+    const refused = await runToExit()
+    assert.notStrictEqual(refused.code, 0)
+    assert.match(refused.output, /identity-kit demo: the storage did not start: the PGlite data directory .* is in use by process \d+/)
+    assert.notInclude(refused.output, "FiberFailure")
     assert.strictEqual(await stop(third.child), 0)
   }, 120_000)
 })

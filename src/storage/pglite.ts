@@ -13,6 +13,9 @@
  * const kit = makeIdentityKit({ storage: layerPglite({ dataDir: "./.data" }) })
  * ```
  */
+import { randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { PGlite } from "@electric-sql/pglite"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -44,6 +47,165 @@ export interface PgliteOptions {
 
 type Row = Record<string, unknown>
 
+/** The lock file `makePglite` keeps in a data directory while it has the directory open. */
+export const PGLITE_LOCK_FILE = "identity-kit.lock"
+
+// The directory PGlite will open, or `undefined` when it keeps the database elsewhere (memory,
+// IndexedDB, OPFS): mirrors PGlite's own reading of `dataDir`.
+const directoryOf = (dataDir: string | undefined): string | undefined => {
+  if (dataDir === undefined || dataDir === "") return undefined
+  if (dataDir.startsWith("file://")) return dataDir.slice(7) || undefined
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(dataDir) ? undefined : dataDir
+}
+
+// Directories this process holds, by real path. A second kit in the same process finds its own,
+// living pid in the lock file, so the file alone cannot tell it apart from a leftover.
+const heldDirectories = new Set<string>()
+
+interface DataDirLock {
+  readonly directory: string
+  readonly file: string
+  /** What we wrote (pid, start time, a random token): the file is still ours only if it still says this. */
+  readonly content: string
+  readonly onExit: () => void
+}
+
+const codeOf = (error: unknown): unknown =>
+  typeof error === "object" && error !== null && "code" in error ? error.code : undefined
+
+const readIfExists = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return undefined
+    throw error
+  }
+}
+
+const pidIn = (content: string): number | undefined => {
+  try {
+    const parsed: unknown = JSON.parse(content)
+    return typeof parsed === "object" && parsed !== null && "pid" in parsed &&
+        typeof parsed.pid === "number" && Number.isSafeInteger(parsed.pid) && parsed.pid > 0
+      ? parsed.pid
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+// Signal 0 checks existence only. EPERM: it exists but belongs to another user, so it is alive.
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return codeOf(error) === "EPERM"
+  }
+}
+
+// Creates `file` with `content` only if it does not exist. Written aside and hard-linked in, so a
+// reader never sees a half-written lock; `wx` where the file system has no hard links.
+const createExclusive = (file: string, content: string): boolean => {
+  const aside = `${file}.${process.pid}.${randomUUID()}`
+  fs.writeFileSync(aside, content, { flag: "wx" })
+  try {
+    fs.linkSync(aside, file)
+    return true
+  } catch (error) {
+    if (codeOf(error) === "EEXIST") return false
+    if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"].includes(String(codeOf(error)))) throw error
+    try {
+      fs.writeFileSync(file, content, { flag: "wx" })
+      return true
+    } catch (fallback) {
+      if (codeOf(fallback) === "EEXIST") return false
+      throw fallback
+    }
+  } finally {
+    fs.rmSync(aside, { force: true })
+  }
+}
+
+// Removes a stale lock, unless another process replaced it since we read it: moved aside first
+// (atomic), and put back if what was moved is no longer the stale one.
+const removeStale = (file: string, stale: string): void => {
+  const aside = `${file}.stale.${process.pid}.${randomUUID()}`
+  try {
+    fs.renameSync(file, aside)
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return
+    throw error
+  }
+  try {
+    if (readIfExists(aside) !== stale) fs.linkSync(aside, file)
+  } catch (error) {
+    if (codeOf(error) !== "EEXIST") throw error
+  } finally {
+    fs.rmSync(aside, { force: true })
+  }
+}
+
+const releaseFile = (file: string, content: string): void => {
+  try {
+    if (readIfExists(file) === content) fs.unlinkSync(file)
+  } catch {
+    // Best effort: a lock left behind names a dead process and is taken over by the next start.
+  }
+}
+
+const inUse = (directory: string, pid: number | undefined): SqlError => {
+  const holder = pid === undefined ? "another process" : pid === process.pid
+    ? `process ${pid} (this process: another PGlite layer has it open)`
+    : `process ${pid}`
+  const message = `the PGlite data directory ${directory} is in use by ${holder} (${PGLITE_LOCK_FILE}); ` +
+    `stop it or use another PGLITE_DATA_DIR / dataDir`
+  return new SqlError({ cause: new Error(message), message })
+}
+
+// PGlite has no lock of its own: two instances on one directory corrupt it. Taken before PGlite
+// opens the directory and released after it closed it.
+const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
+  fs.mkdirSync(dataDir, { recursive: true })
+  const directory = fs.realpathSync(dataDir)
+  if (heldDirectories.has(directory)) return inUse(directory, process.pid)
+  const file = path.join(directory, PGLITE_LOCK_FILE)
+  const content = JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString(), token: randomUUID() })
+  // A few rounds: a holder may release, or a racing process take over a stale lock, in between.
+  for (let round = 0; round < 3; round++) {
+    if (createExclusive(file, content)) {
+      heldDirectories.add(directory)
+      // `exit` runs on process.exit and a normal end, not on a fatal signal; a lock left by one
+      // names a dead process and is taken over.
+      const onExit = () => releaseFile(file, content)
+      process.on("exit", onExit)
+      return { directory, file, content, onExit }
+    }
+    const existing = readIfExists(file)
+    if (existing === undefined) continue
+    const pid = pidIn(existing)
+    // Our own pid without an entry in `heldDirectories`: a previous process that had the same pid
+    // (a container restarted as pid 1). An unreadable file is not one we write (see createExclusive).
+    if (pid !== undefined && pid !== process.pid && isAlive(pid)) return inUse(directory, pid)
+    removeStale(file, existing)
+  }
+  return inUse(directory, undefined)
+}
+
+const acquireDataDirLock = (dataDir: string): Effect.Effect<DataDirLock, SqlError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => lockDataDir(dataDir),
+      catch: (cause) => new SqlError({ cause, message: `PGlite: failed to lock the data directory ${dataDir}` })
+    }).pipe(Effect.flatMap((lock) => lock instanceof SqlError ? Effect.fail(lock) : Effect.succeed(lock))),
+    (lock) =>
+      Effect.sync(() => {
+        process.off("exit", lock.onExit)
+        releaseFile(lock.file, lock.content)
+        heldDirectories.delete(lock.directory)
+      })
+  )
+
 /** A PGlite instance with what runs statements on it. */
 export interface PgliteConnection {
   /** The instance (e.g. for `db.listen`). Run statements through `client` or `executor`, which queue them. */
@@ -60,11 +222,18 @@ const toSqlError = (cause: unknown): SqlError => {
   return new SqlError({ cause, message: "Failed to execute statement" })
 }
 
-/** A fresh PGlite instance with a `SqlClient` and a `StatementExecutor` on it, closed when the scope closes. */
+/**
+ * A fresh PGlite instance with a `SqlClient` and a `StatementExecutor` on it, closed when the scope
+ * closes. A `dataDir` is locked (`identity-kit.lock` in it) until then; one that another process or
+ * layer holds fails with a `SqlError` naming the holder's pid.
+ */
 export const makePglite = (
   options: PgliteOptions = {}
 ): Effect.Effect<PgliteConnection, SqlError, Reactivity.Reactivity | Scope.Scope> =>
   Effect.gen(function*() {
+    const directory = directoryOf(options.dataDir)
+    // Acquired first, so released last: after PGlite has closed the directory.
+    if (directory !== undefined) yield* acquireDataDirLock(directory)
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () => PGlite.create(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
