@@ -68,13 +68,17 @@ const kitPathOf = (kit: IdentityKit, request: FastifyRequest): string => {
   return typeof path === "string" ? path : kit.routes[0] ?? "/"
 }
 
-/** The plain request for one Fastify request: Fastify routed it, the kit sees its own path. */
+/**
+ * The plain request for one Fastify request: Fastify routed it, the kit sees its own path. The
+ * client IP is Fastify's `request.ip`, which follows the host's `trustProxy` setting.
+ */
 const plainRequest = (request: FastifyRequest, path: string, body: Uint8Array): PlainRequest => ({
   method: request.raw.method ?? request.method,
   path,
   headers: request.raw.headers,
   body,
-  remoteAddress: request.raw.socket.remoteAddress
+  remoteAddress: request.raw.socket.remoteAddress,
+  clientIp: request.ip
 })
 
 /**

@@ -18,7 +18,8 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/Ide
 /**
  * A fetch handler built once from a storage layer (or sharing an existing kit's runtime).
  * Unknown paths answer 404 JSON, other methods on the route 405. `dispose()` releases a kit the
- * handler built; a kit passed in as `{ kit }` stays its owner's to dispose.
+ * handler built; a kit passed in as `{ kit }` stays its owner's to dispose. The audit log records
+ * `fetch(request, { remoteAddress })`'s address, or an `X-Forwarded-For` value under `trustProxy`.
  */
 export const createFetchHandler = <E>(options: IdentityKitOptions<E> | { readonly kit: IdentityKit }): IdentityKit =>
   "kit" in options ? { ...options.kit, dispose: () => Promise.resolve() } : makeIdentityKit(options)

@@ -17,7 +17,7 @@
  * ```
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
-import { InternalError } from "../src/Errors.js"
+import { type ApiError, InternalError } from "../src/Errors.js"
 import type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "../src/http/plain.js"
 import { type IdentityKit, type IdentityKitOptions, makeIdentityKit } from "../src/IdentityKit.js"
 
@@ -69,7 +69,7 @@ const declaredLength = (req: IncomingMessage): number | undefined => {
  * answer then closes the connection (see `writePlainResponse`). The response's 'close' before the
  * end means the client went away mid-body (the request's own 'close' fires only after its body).
  */
-const readRequestBody = (req: IncomingMessage, res: ServerResponse): BodyReader => (limit, done) => {
+export const readRequestBody = (req: IncomingMessage, res: ServerResponse): BodyReader => (limit, done) => {
   if (req.destroyed || res.destroyed) return done(new Error("the request body was not received in full"))
   const chunks: Array<Buffer> = []
   let size = 0
@@ -175,14 +175,31 @@ const answerDefect = (kit: IdentityKit, req: IncomingMessage, res: ServerRespons
   }
 }
 
+/** What a framework on top of Node knows about a request that `IncomingMessage` does not say. */
+export interface NodeRequestFacts {
+  /**
+   * The client address under the framework's own proxy settings (Express `req.ip` with its
+   * `trust proxy`): recorded as is. Absent, the kit's `trustProxy` option decides.
+   */
+  readonly clientIp?: string | undefined
+}
+
 /** Runs the program on one request and writes its answer; a client abort interrupts it. */
-const serve = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, path: string, body: PlainBody): void => {
+const serve = (
+  kit: IdentityKit,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  body: PlainBody,
+  facts: NodeRequestFacts | undefined
+): void => {
   const request: PlainRequest = {
     method: req.method ?? "GET",
     path,
     headers: req.headers,
     body,
-    remoteAddress: req.socket.remoteAddress
+    remoteAddress: req.socket.remoteAddress,
+    clientIp: facts?.clientIp
   }
   const cancel = kit.handle(request, (response) => {
     try {
@@ -212,13 +229,15 @@ const serve = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, path
  * suspended across the body's arrival cost ~20 µs and ~5 KiB more a request (memory storage): its
  * objects outlive young-generation collections and V8 starts allocating them in the old generation.
  * Any other request gets a reader the program does not call: it answers 404, 405 or 413 (from the
- * header) without the body.
+ * header) without the body. `facts.clientIp`: the client as the framework on top determined it
+ * (Express `req.ip`); without it the kit's `trustProxy` option decides.
  */
 export const handleNodeRequest = (
   kit: IdentityKit,
   req: IncomingMessage,
   res: ServerResponse,
-  path: string = rawPathname(req.url)
+  path: string = rawPathname(req.url),
+  facts?: NodeRequestFacts
 ): void => {
   try {
     // The client is already gone: nobody to answer.
@@ -226,22 +245,52 @@ export const handleNodeRequest = (
     if (bodyConsumed(req)) {
       // A parser's value for an empty body (`{}` from express.json()) is not what the client sent.
       const body = declaredLength(req) === 0 ? new Uint8Array(0) : encodeParsedBody(Reflect.get(req, "body"))
-      return serve(kit, req, res, path, body)
+      return serve(kit, req, res, path, body, facts)
     }
     const limit = kit.options.maxBodyBytes
     const declared = declaredLength(req)
     if (req.method !== "POST" || (declared !== undefined && declared > limit) || !kit.handles(path)) {
-      return serve(kit, req, res, path, readRequestBody(req, res))
+      return serve(kit, req, res, path, readRequestBody(req, res), facts)
     }
     readRequestBody(req, res)(limit, (result) => {
       try {
         // The client went away in the middle of its body: nobody to answer, nothing to run.
         if (res.destroyed) return
-        serve(kit, req, res, path, result instanceof Uint8Array ? result : readOutcome(result))
+        serve(kit, req, res, path, result instanceof Uint8Array ? result : readOutcome(result), facts)
       } catch (cause) {
         answerDefect(kit, req, res, cause)
       }
     })
+  } catch (cause) {
+    answerDefect(kit, req, res, cause)
+  }
+}
+
+/**
+ * Serves one request with a body the caller chose (for a framework that met the body first: the
+ * text a body parser failed on, or `readRequestBody` when that parser left the stream unread).
+ * Never throws.
+ */
+export const handleNodeRequestWithBody = (
+  kit: IdentityKit,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  body: PlainBody,
+  facts?: NodeRequestFacts
+): void => {
+  try {
+    if (res.destroyed) return
+    serve(kit, req, res, path, body, facts)
+  } catch (cause) {
+    answerDefect(kit, req, res, cause)
+  }
+}
+
+/** Answers an API error a framework met before the program ran (its body parser's), as the program would. Never throws. */
+export const answerNodeError = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, error: ApiError): void => {
+  try {
+    writePlainResponse(res, kit.answerError(error, req.headers), req)
   } catch (cause) {
     answerDefect(kit, req, res, cause)
   }
@@ -258,7 +307,9 @@ export interface NodeHandler {
 
 /**
  * A request listener for `http.createServer` (or `https`): the routes, and a 404 JSON for any other
- * path (this handler owns the whole server; use the Express or Fastify adapter to share one).
+ * path (this handler owns the whole server; use the Express or Fastify adapter to share one). The
+ * audit log records the socket's peer address, or an `X-Forwarded-For` value when the kit's
+ * `trustProxy` option says the proxies in front are trusted.
  */
 export const createNodeHandler = <E = never>(options: KitOrOptions<E>): NodeHandler => {
   const { kit, owned } = resolveKit(options)

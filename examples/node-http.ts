@@ -14,7 +14,8 @@
  *   Deno.serve((request, info) => kit.fetch(request, { remoteAddress: info.remoteAddr.hostname }))
  *   // or simply Deno.serve(kit.fetch)
  *
- * `X-Forwarded-For`, when present, is recorded instead of the peer address.
+ * The audit log records the peer address; behind a proxy, `trustProxy` lets `X-Forwarded-For` name
+ * the client instead.
  */
 import { createServer } from "node:http"
 import { pathToFileURL } from "node:url"

@@ -37,7 +37,7 @@ export interface IdentityKitOptions<E = never> extends HttpOptions, Authorizatio
 
 /** Connection facts a Node adapter knows and a `Request` does not carry. */
 export interface ConnectionInfo {
-  /** The peer address, recorded in the audit log when there is no `X-Forwarded-For`. */
+  /** The peer address: the client in the audit log unless the kit's `trustProxy` defers to `X-Forwarded-For`. */
   readonly remoteAddress?: string | undefined
 }
 

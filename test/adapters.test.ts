@@ -21,6 +21,8 @@ import { type IdentityKit, type IdentityStore, layerMemory, makeIdentityKit } fr
 import { identityKit as expressKit } from "identity-kit/express"
 import { identityKit as fastifyKit } from "identity-kit/fastify"
 import { createNodeHandler } from "identity-kit/node"
+import express4 from "express4"
+import express5 from "express5"
 import fastify4 from "fastify4"
 import fastify5 from "fastify5"
 
@@ -258,8 +260,9 @@ const scenarios: ReadonlyArray<Scenario> = [
     name: "400 V4: invalid JSON",
     run: async (ctx) => {
       const response = await send(ctx, { body: "{\"identity\": " })
-      if (ctx.host.parser === "json") {
-        // express.json() in front rejects it first: the host's error handler answers, as documented.
+      if (ctx.host.parserErrorsToHost) {
+        // express.json() in front rejects it first and `identities.errors` is not mounted: the
+        // host's error handler answers, as documented.
         expect(response.status).toBe(400)
         expect(decodeHost(await response.json())).toEqual({ host: "error" })
         return
@@ -597,7 +600,7 @@ for (const config of hostKinds) {
       expect(again.data.identityId).not.toBe(identityId)
     })
 
-    it("X-Forwarded-For and the user agent end up in the audit log", async () => {
+    it("a forged X-Forwarded-For is not trusted by default: the peer address and the user agent end up in the audit log", async () => {
       const ctx = current()
       const response = await send(ctx, {
         headers: { "x-forwarded-for": "203.0.113.7, 10.0.0.1", "user-agent": "adapter-test/1.0" },
@@ -605,7 +608,26 @@ for (const config of hostKinds) {
       })
       expect(response.status).toBe(200)
       const log = await ctx.host.kit.admin.listAuditLog(ctx.seed.workspaceId)
-      expect(log.at(-1)).toMatchObject({ event: "identity.update", remoteIp: "203.0.113.7", userAgent: "adapter-test/1.0" })
+      expect(log.at(-1)).toMatchObject({ event: "identity.update", remoteIp: ctx.host.peerAddress, userAgent: "adapter-test/1.0" })
+    })
+
+    it("behind trusted proxies (the host's own setting), X-Forwarded-For names the client", async () => {
+      // `true`: every proxy trusted, the first value; only the nearest: the value it appended.
+      for (const [trustProxy, expected] of [[true, "203.0.113.7"], ["nearest", "10.0.0.1"]] as const) {
+        const host = await config.start({ storage: layerMemory, maxBodyBytes: LIMIT }, { trustProxy })
+        try {
+          const ctx = { host, seed: await seed(host.kit) }
+          const response = await send(ctx, {
+            headers: { "x-forwarded-for": "203.0.113.7, 10.0.0.1" },
+            body: json({ identity: "user_plain", meta: { trusted: String(trustProxy) } })
+          })
+          expect(response.status).toBe(200)
+          const log = await host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+          expect([trustProxy, log.at(-1)?.remoteIp]).toEqual([trustProxy, expected])
+        } finally {
+          await host.close()
+        }
+      }
     })
 
     it("without X-Forwarded-For, the peer address is recorded", async () => {
@@ -769,6 +791,40 @@ describe("paths as sent, shared kits, host errors", () => {
     }
   })
 
+  it("the kit's trustProxy: hop counts from the server, blanks skipped, bad values refused at construction", async () => {
+    const recorded = async (trustProxy: boolean | number, forwardedFor: string | undefined) => {
+      const kit = makeIdentityKit({ storage: layerMemory, trustProxy })
+      try {
+        const seeded = await seed(kit)
+        const response = await kit.fetch(new Request(`http://localhost${ROUTE}`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${seeded.rootKey}`,
+            "content-type": "application/json",
+            ...(forwardedFor === undefined ? {} : { "x-forwarded-for": forwardedFor })
+          },
+          body: json({ identity: "user_plain" })
+        }), { remoteAddress: "192.0.2.10" })
+        expect(response.status).toBe(200)
+        return (await kit.admin.listAuditLog(seeded.workspaceId)).at(-1)?.remoteIp
+      } finally {
+        await kit.dispose()
+      }
+    }
+    const chain = "198.51.100.1, , 203.0.113.7, 10.0.0.1"
+    expect(await recorded(false, chain)).toBe("192.0.2.10")
+    expect(await recorded(0, chain)).toBe("192.0.2.10")
+    expect(await recorded(1, chain)).toBe("10.0.0.1")
+    expect(await recorded(2, chain)).toBe("203.0.113.7")
+    expect(await recorded(9, chain)).toBe("198.51.100.1")
+    expect(await recorded(true, chain)).toBe("198.51.100.1")
+    expect(await recorded(true, undefined)).toBe("192.0.2.10")
+    expect(await recorded(true, " , ")).toBe("192.0.2.10")
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      expect(() => makeIdentityKit({ storage: layerMemory, trustProxy: bad })).toThrow(TypeError)
+    }
+  })
+
   it("a fetch handler given { kit } leaves that kit to its owner", async () => {
     const { createFetchHandler } = await import("identity-kit/fetch")
     const { layer, released } = layerObserved()
@@ -826,3 +882,128 @@ describe("paths as sent, shared kits, host errors", () => {
     await app4.close()
   })
 })
+
+// The most common Express setup: `app.use(express.json())` for the whole app, then identity-kit.
+// A body the parser rejects never reaches a middleware; `identities.errors` answers it as the API.
+for (const [name, express] of [["express4", express4], ["express5", express5]] as const) {
+  describe(`${name} behind a global express.json(), with identities.errors`, () => {
+    let origin = ""
+    let close: () => Promise<void> = () => Promise.resolve()
+    let middleware: ReturnType<typeof expressKit> | undefined
+    let seeded: Seeded | undefined
+    beforeAll(async () => {
+      const { createServer } = await import("node:http")
+      // The kit's own limit stays at its default (10 MiB): only the parser's 100 kB applies.
+      const identities = expressKit({ storage: layerMemory })
+      const app = express()
+      app.use(express.json())
+      app.post("/host/json", (req, res) => {
+        res.json({ received: req.body })
+      })
+      // A host middleware on the kit's path that fails on demand: its error is not ours.
+      app.use("/api", (req, _res, next) => {
+        next(req.headers["x-host-fails"] === undefined ? undefined : Object.assign(new Error("host failure"), { status: 418 }))
+      })
+      app.use("/api", identities, identities.errors)
+      app.use((error: unknown, _req: import("express").Request, res: import("express").Response, _next: import("express").NextFunction) => {
+        const status: unknown = typeof error === "object" && error !== null ? Reflect.get(error, "status") : undefined
+        res.status(typeof status === "number" ? status : 500).json({ host: "error" })
+      })
+      const server = createServer(app)
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
+      const address = server.address()
+      origin = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}`
+      close = async () => {
+        server.closeAllConnections()
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+        await identities.dispose()
+      }
+      middleware = identities
+      seeded = await seed(identities.kit)
+    })
+    afterAll(async () => {
+      await close()
+    })
+
+    const post = (body: string | ReadableStream<Uint8Array>, headers: Record<string, string>, path = `/api${ROUTE}`) =>
+      fetch(origin + path, {
+        method: "POST",
+        headers: { accept: "application/json", "content-type": "application/json", ...headers },
+        body,
+        ...(body instanceof ReadableStream ? { duplex: "half" } : {})
+      })
+    const auth = () => ({ authorization: `Bearer ${seeded?.rootKey ?? "unseeded"}` })
+    const big = json({ identity: "user_123", meta: { pad: "x".repeat(150 * 1024) } })
+    const parserLimit = "The request body exceeds the maximum allowed size of 102400 bytes."
+
+    it("a 150 kB body (over the parser's limit) gets the API's 413 JSON with the parser's limit", async () => {
+      const declared = await expectApiError(await post(big, auth()), {
+        status: 413,
+        type: "user/bad_request/request_body_too_large",
+        detail: parserLimit
+      })
+      expect(declared.error.errors).toEqual([])
+      // Chunked, without Content-Length: the parser counts and gives up; same answer.
+      const chunks = new TextEncoder().encode(big)
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let i = 0; i < chunks.length; i += 16_384) controller.enqueue(chunks.slice(i, i + 16_384))
+          controller.close()
+        }
+      })
+      await expectApiError(await post(stream, auth()), {
+        status: 413,
+        type: "user/bad_request/request_body_too_large",
+        detail: parserLimit
+      })
+      // The error Content-Type is negotiated as on every other answer.
+      const problem = await post(big, { ...auth(), accept: "application/problem+json" })
+      expect([problem.status, problem.headers.get("content-type")]).toEqual([413, "application/problem+json"])
+      expect(decodeError(await problem.json()).meta.requestId).toMatch(/^req_/)
+    })
+
+    it("invalid JSON gets the API's 400 V4, the same answer as without the parser", async () => {
+      const body = await expectApiError(await post("{\"identity\": ", auth()), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: SCHEMA_DETAIL
+      })
+      const kit = middleware?.kit
+      if (kit === undefined) throw new Error("not started")
+      const direct = await kit.fetch(new Request(`http://localhost${ROUTE}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...auth() },
+        body: "{\"identity\": "
+      }))
+      expect(body.error.errors).toEqual(decodeError(await direct.json()).error.errors)
+      expect(body.error.errors).toEqual([{ location: "body", message: expect.any(String) }])
+    })
+
+    it("no Authorization and invalid JSON: V1 comes first", async () => {
+      await expectApiError(await post("{not json", {}), {
+        status: 400,
+        type: "unkey/application/invalid_input",
+        detail: "Authorization header for 'bearer' scheme"
+      })
+    })
+
+    it("a charset the parser refuses before reading: the body is read as if no parser were there", async () => {
+      const response = await post(json({ identity: "user_plain", meta: { charset: "latin1" } }), {
+        ...auth(),
+        "content-type": "application/json; charset=latin1"
+      })
+      expect(response.status).toBe(200)
+      expect(decodeSuccess(await response.json()).data.meta).toEqual({ charset: "latin1" })
+    })
+
+    it("a host route's invalid JSON, and a host error on the kit's path, still reach the host's error handler", async () => {
+      const hostRoute = await post("{not json", {}, "/host/json")
+      expect([hostRoute.status, decodeHost(await hostRoute.json())]).toEqual([400, { host: "error" }])
+      const hostFailure = await post(json({ identity: "user_123" }), { ...auth(), "x-host-fails": "1" })
+      expect([hostFailure.status, decodeHost(await hostFailure.json())]).toEqual([418, { host: "error" }])
+      // A valid request still goes through the parser and the kit.
+      const ok = await post(json({ identity: "user_plain" }), auth())
+      expect(ok.status).toBe(200)
+    })
+  })
+}

@@ -125,7 +125,7 @@ describe("the write (spec §5)", () => {
 
   it.effect("audit entries: one identity.update plus one per ratelimit touched, with actor, ip and agent", () =>
     Effect.gen(function*() {
-      const s = yield* Effect.promise(() => seed())
+      const s = yield* Effect.promise(() => seed({ trustProxy: true }))
       const d = data(yield* call(
         s,
         { identity: "user_123", ratelimits: [rl("requests"), rl("fresh")] },
@@ -182,7 +182,7 @@ describe("the write (spec §5)", () => {
 
 describe("the request program on its services", () => {
   const services = AuthorizationLayer.layer.pipe(Layer.provideMerge(layerMemory))
-  const program = makeRequestProgram(resolveHttpOptions(), selectRoutes(undefined))
+  const program = makeRequestProgram(resolveHttpOptions({ trustProxy: true }), selectRoutes(undefined))
 
   it.effect("uses the Effect Clock for timestamps and key expiry (TestClock)", () =>
     Effect.gen(function*() {

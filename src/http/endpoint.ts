@@ -18,7 +18,7 @@ export interface HandlerRequest {
   /** The Authorization header, trimmed; `Redacted` so it never reaches a log. */
   readonly authorization: Redacted.Redacted<string>
   readonly requestId: string
-  /** First `X-Forwarded-For` value, else the peer address, else `""`. */
+  /** The client's address as the host's proxy settings define it (`trustProxy`, `req.ip`), else `""`. */
   readonly remoteIp: string
   readonly userAgent: string
 }

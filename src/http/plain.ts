@@ -30,12 +30,19 @@ export interface PlainRequest {
   /**
    * Headers by lower-case name, as Node's `IncomingMessage.headers` has them (repeated headers
    * joined with `", "`; `set-cookie` an array). Only a few are read: `authorization`,
-   * `content-type`, `content-length`, `accept`, `x-forwarded-for`, `user-agent`.
+   * `content-type`, `content-length`, `accept`, `user-agent`, and `x-forwarded-for` when
+   * `clientIp` is absent and the kit's `trustProxy` allows it.
    */
   readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
   readonly body: PlainBody
   /** The peer address of the connection, when the host knows it (audit log, spec §5.3). */
   readonly remoteAddress?: string | undefined
+  /**
+   * The client address as the host framework determined it under its own proxy settings (Express
+   * `req.ip`, Fastify `request.ip`): recorded as is. Absent, the kit's `trustProxy` picks between
+   * `remoteAddress` and `X-Forwarded-For`.
+   */
+  readonly clientIp?: string | undefined
 }
 
 /** One answer: status, headers (lower-case names) and a JSON body as text. */

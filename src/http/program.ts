@@ -24,7 +24,7 @@ import { newId } from "../domain/Ids.js"
 import { withSpan } from "../internal/trace.js"
 import type { EndpointServices, Route } from "./endpoint.js"
 import { headerValue, type PlainBody, type PlainRequest, type PlainResponse } from "./plain.js"
-import { parseRequest, remoteIpOf, schemaDetail } from "./request.js"
+import { clientIpOf, parseRequest, schemaDetail, type TrustProxy } from "./request.js"
 
 /** Options of the HTTP boundary, shared by every adapter. */
 export interface HttpOptions {
@@ -34,6 +34,13 @@ export interface HttpOptions {
   readonly maxBodyBytes?: number | undefined
   /** Base of `error.type` URLs. Default `https://unkey.com/docs/errors/`. */
   readonly errorTypeBaseUrl?: string | undefined
+  /**
+   * Which proxies the fetch and Node handlers trust to name the client in `X-Forwarded-For` for the
+   * audit log: `false` (default) records the peer address, `true` the first `X-Forwarded-For`
+   * value, a number `n` the value `n` hops from the server. Express and Fastify hand in their own
+   * `req.ip` / `request.ip` (their `trust proxy` / `trustProxy` settings) instead.
+   */
+  readonly trustProxy?: TrustProxy | undefined
 }
 
 /** `HttpOptions` with the defaults filled in. */
@@ -41,7 +48,11 @@ export interface ResolvedHttpOptions {
   readonly basePath: string
   readonly maxBodyBytes: number
   readonly errorTypeBaseUrl: string
+  readonly trustProxy: TrustProxy
 }
+
+const isTrustProxy = (value: unknown): value is TrustProxy =>
+  typeof value === "boolean" || (typeof value === "number" && Number.isSafeInteger(value) && value >= 0)
 
 /** Fills in the defaults of `HttpOptions` and checks them. */
 export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptions => {
@@ -51,10 +62,15 @@ export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptio
   }
   const basePath = options.basePath ?? ""
   if (typeof basePath !== "string") throw new TypeError(`identity-kit: basePath must be a string`)
+  const trustProxy: unknown = options.trustProxy ?? false
+  if (!isTrustProxy(trustProxy)) {
+    throw new TypeError(`identity-kit: trustProxy must be a boolean or a number of hops, got ${String(trustProxy)}`)
+  }
   return {
     basePath: basePath.replace(/\/+$/, ""),
     maxBodyBytes,
-    errorTypeBaseUrl: options.errorTypeBaseUrl ?? "https://unkey.com/docs/errors/"
+    errorTypeBaseUrl: options.errorTypeBaseUrl ?? "https://unkey.com/docs/errors/",
+    trustProxy
   }
 }
 
@@ -184,7 +200,9 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
       const success = yield* provide(decoded.right({
         authorization: parsed.right.authorization,
         requestId,
-        remoteIp: remoteIpOf(headerValue(request.headers, "x-forwarded-for"), request.remoteAddress),
+        // The host's own answer when it has one (Express `req.ip`, Fastify `request.ip`).
+        remoteIp: request.clientIp ??
+          clientIpOf(headerValue(request.headers, "x-forwarded-for"), request.remoteAddress, options.trustProxy),
         userAgent: headerValue(request.headers, "user-agent") ?? ""
       }).pipe(Effect.tapErrorTag("StorageError", logStorageFailure)))
       const response: PlainResponse = {

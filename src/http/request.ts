@@ -67,8 +67,24 @@ export const parseRequest = (request: RawRequest, path: string): Either.Either<P
   }
 }
 
-/** Remote IP for the audit log: the first `X-Forwarded-For` value, else the peer address. */
-export const remoteIpOf = (forwardedFor: string | undefined, peer: string | undefined): string => {
-  const first = forwardedFor?.split(",")[0]?.trim()
-  return first !== undefined && first !== "" ? first : peer ?? ""
+/**
+ * Which proxies in front of the server are trusted to name the client in `X-Forwarded-For`:
+ * `false`, none (the peer address is the client); `true`, all of them (the first value is the
+ * client); a number `n`, the `n` hops nearest the server (the value `n` places from the right, with
+ * the peer as hop 0) — Express's `trust proxy` semantics for those values.
+ */
+export type TrustProxy = boolean | number
+
+/**
+ * The client IP for the audit log under `trust`: the peer address, or the `X-Forwarded-For` value
+ * the trusted proxies vouch for. Not trusted, the header is never read: any client can send one.
+ */
+export const clientIpOf = (forwardedFor: string | undefined, peer: string | undefined, trust: TrustProxy): string => {
+  if (trust === false || trust === 0 || forwardedFor === undefined) return peer ?? ""
+  // Left to right as the proxies appended them; blanks (`a, , b`) name nobody.
+  const hops = forwardedFor.split(",").map((value) => value.trim()).filter((value) => value !== "")
+  if (hops.length === 0) return peer ?? ""
+  if (trust === true) return hops[0] ?? ""
+  // The peer is hop 0, the rightmost value hop 1, …; past the leftmost value, the leftmost.
+  return hops[Math.max(0, hops.length - trust)] ?? ""
 }

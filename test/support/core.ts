@@ -11,7 +11,9 @@ export interface Seeded {
 }
 
 /** A fresh memory kit with one workspace, one root key and identity `user_123`. */
-export const seed = async (options: { readonly maxBodyBytes?: number } = {}): Promise<Seeded> => {
+export const seed = async (
+  options: { readonly maxBodyBytes?: number; readonly trustProxy?: boolean | number } = {}
+): Promise<Seeded> => {
   const kit = makeIdentityKit({ storage: layerMemory, ...options })
   const workspace = await kit.admin.createWorkspace({ id: "ws_test" })
   const { key, rootKey } = await kit.admin.issueRootKey({ workspaceId: workspace.id })

@@ -31,7 +31,12 @@ export interface Host {
   readonly origin: string
   /** The body parser in front of identity-kit, if any. */
   readonly parser: BodyParser
-  /** The peer address the kit records when there is no X-Forwarded-For. */
+  /**
+   * Express only: whether a body parser's errors reach the host's error handler because
+   * `identities.errors` is not mounted (kept to show what that setup does).
+   */
+  readonly parserErrorsToHost: boolean
+  /** The peer address of the test client as the host sees it (the client IP when no proxy is trusted). */
   readonly peerAddress: string
   readonly kit: IdentityKit
   /** A request to `baseUrl + path`, or to `origin + path` with `{ fromOrigin: true }`. */
@@ -41,13 +46,24 @@ export interface Host {
   readonly close: () => Promise<void>
 }
 
+/** What the host itself is told, beside the kit options. */
+export interface HostOptions {
+  /**
+   * Which proxies to trust for the client IP (`"nearest"`: only the peer, i.e. one hop), in each
+   * host's own terms: the kit's `trustProxy` for the fetch and Node handlers (`1`),
+   * `app.set("trust proxy", …)` for Express (`1`), `trustProxy` for Fastify (`"127.0.0.1"`: Fastify
+   * 5.12 treats any hop count as "trust nobody").
+   */
+  readonly trustProxy?: boolean | "nearest"
+}
+
 /** How to start one host. */
 export interface HostConfig {
   readonly name: string
   readonly kind: Host["kind"]
   /** Whether the API lives below a path (base path, mount point or prefix) rather than at the root. */
   readonly mounted: boolean
-  readonly start: (options: IdentityKitOptions<never>) => Promise<Host>
+  readonly start: (options: IdentityKitOptions<never>, host?: HostOptions) => Promise<Host>
 }
 
 const listen = async (server: Server): Promise<string> => {
@@ -67,11 +83,12 @@ const closeServer = (server: Server) =>
   })
 
 const socketHost = (
-  base: Omit<Host, "send" | "fetch" | "baseUrl" | "peerAddress">,
+  base: Omit<Host, "send" | "fetch" | "baseUrl" | "peerAddress" | "parserErrorsToHost"> & { readonly parserErrorsToHost?: boolean },
   mount: string
 ): Host => {
   const baseUrl = base.origin + mount.replace(/\/+$/, "")
   return {
+    parserErrorsToHost: false,
     ...base,
     baseUrl,
     peerAddress: "127.0.0.1",
@@ -80,13 +97,17 @@ const socketHost = (
   }
 }
 
+/** The kit option for a host whose trust setting is the kit's own (fetch and Node handlers). */
+const trustOf = (host: HostOptions | undefined) =>
+  host?.trustProxy === undefined ? {} : { trustProxy: host.trustProxy === "nearest" ? 1 : host.trustProxy }
+
 /** The fetch handler, called in process; `basePath` is the kit's. */
 const fetchHost = (basePath: string): HostConfig => ({
   name: `fetch basePath=${JSON.stringify(basePath)}`,
   kind: "fetch",
   mounted: basePath !== "",
-  start: async (options) => {
-    const kit = makeIdentityKit({ ...options, basePath })
+  start: async (options, host) => {
+    const kit = makeIdentityKit({ ...options, basePath, ...trustOf(host) })
     const origin = "http://identity-kit.test"
     const remoteAddress = "192.0.2.10"
     return {
@@ -95,6 +116,7 @@ const fetchHost = (basePath: string): HostConfig => ({
       baseUrl: origin + basePath,
       origin,
       parser: undefined,
+      parserErrorsToHost: false,
       peerAddress: remoteAddress,
       kit,
       send: (path, { fromOrigin, ...init } = {}) =>
@@ -110,8 +132,8 @@ const nodeHost = (basePath: string): HostConfig => ({
   name: `node basePath=${JSON.stringify(basePath)}`,
   kind: "node",
   mounted: basePath !== "",
-  start: async (options) => {
-    const handler = createNodeHandler({ ...options, basePath })
+  start: async (options, host) => {
+    const handler = createNodeHandler({ ...options, basePath, ...trustOf(host) })
     const server = createServer((req, res) => {
       res.setHeader("access-control-allow-origin", HOST_ORIGIN)
       handler(req, res)
@@ -142,16 +164,20 @@ interface ExpressVariant {
   readonly jsonAfter?: boolean
   /** Share one kit (`{ kit }`) instead of letting the middleware build its own. */
   readonly shared?: boolean
+  /** Leave `identities.errors` out (mounted by default, right after the middleware, at its path). */
+  readonly noErrors?: boolean
 }
 
 const expressHost = (name: string, express: ExpressModule, variant: ExpressVariant): HostConfig => ({
   name: `${name} ${variant.label}`,
   kind: "express",
   mounted: variant.mount !== "/",
-  start: async (options) => {
+  start: async (options, host) => {
     const sharedKit = variant.shared === true ? makeIdentityKit(options) : undefined
     const middleware = expressKit(sharedKit === undefined ? options : { kit: sharedKit })
     const app: Express = express()
+    if (host?.trustProxy !== undefined) app.set("trust proxy", host.trustProxy === "nearest" ? 1 : host.trustProxy)
+    const mounted = variant.noErrors === true ? [middleware] : [middleware, middleware.errors]
     const cors: RequestHandler = (_req, res, next) => {
       res.setHeader("access-control-allow-origin", HOST_ORIGIN)
       next()
@@ -167,12 +193,12 @@ const expressHost = (name: string, express: ExpressModule, variant: ExpressVaria
     if (variant.mount === "nested") {
       const outer = express.Router()
       const inner = express.Router()
-      inner.use(middleware)
+      inner.use(mounted)
       outer.use("/inner/", inner)
       app.use("/outer", outer)
       mount = "/outer/inner"
     } else {
-      app.use(variant.mount, middleware)
+      app.use(variant.mount, mounted)
       mount = variant.mount
     }
     if (variant.jsonAfter === true) app.use(express.json())
@@ -192,6 +218,7 @@ const expressHost = (name: string, express: ExpressModule, variant: ExpressVaria
       kind: "express",
       origin,
       parser: variant.parser,
+      parserErrorsToHost: variant.noErrors === true && variant.parser === "json",
       kit: middleware.kit,
       close: async () => {
         await closeServer(server)
@@ -207,13 +234,17 @@ interface FastifyApp {
   readonly close: () => PromiseLike<undefined> | Promise<void>
 }
 
-const fastifyHost = (name: string, prefix: string, build: (kit: IdentityKit, options: IdentityKitOptions<never>) => Promise<FastifyApp>): HostConfig => ({
+const fastifyHost = (
+  name: string,
+  prefix: string,
+  build: (kit: IdentityKit, options: IdentityKitOptions<never>, host: HostOptions) => Promise<FastifyApp>
+): HostConfig => ({
   name: `${name} prefix=${JSON.stringify(prefix)}`,
   kind: "fastify",
   mounted: prefix !== "",
-  start: async (options) => {
+  start: async (options, host = {}) => {
     const kit = makeIdentityKit(options)
-    const app = await build(kit, options)
+    const app = await build(kit, options, host)
     const origin = await app.listen({ port: 0, host: "127.0.0.1" })
     return socketHost({
       name: `${name} ${prefix}`,
@@ -229,6 +260,9 @@ const fastifyHost = (name: string, prefix: string, build: (kit: IdentityKit, opt
   }
 })
 
+const fastifyTrust = (host: HostOptions): boolean | string =>
+  host.trustProxy === "nearest" ? "127.0.0.1" : host.trustProxy ?? false
+
 // The same host for Fastify 4 and 5 (their instance types differ, so the setup is spelled twice):
 // a CORS header set in a root hook, the host's own not-found handler, a host JSON route beside the
 // plugin (Fastify's JSON parser must still apply to it), the plugin with a shared kit and, under
@@ -241,8 +275,8 @@ export const fastifyKitV4: FastifyPluginAsync4<IdentityKitPluginOptions> = fasti
 // `forceCloseConnections`: undici opens a spare connection after an abort and never sends on it;
 // Fastify's default ("idle") would wait for undici's 4 s keep-alive to close it.
 const fastify4Host = (prefix: string) =>
-  fastifyHost("fastify4", prefix, async (kit, options) => {
-    const app = fastify4({ forceCloseConnections: true })
+  fastifyHost("fastify4", prefix, async (kit, options, host) => {
+    const app = fastify4({ forceCloseConnections: true, trustProxy: fastifyTrust(host) })
     app.addHook("onRequest", async (_request, reply) => {
       reply.header("access-control-allow-origin", HOST_ORIGIN)
     })
@@ -254,8 +288,8 @@ const fastify4Host = (prefix: string) =>
   })
 
 const fastify5Host = (prefix: string) =>
-  fastifyHost("fastify5", prefix, async (kit, options) => {
-    const app = fastify5({ forceCloseConnections: true })
+  fastifyHost("fastify5", prefix, async (kit, options, host) => {
+    const app = fastify5({ forceCloseConnections: true, trustProxy: fastifyTrust(host) })
     app.addHook("onRequest", async (_request, reply) => {
       reply.header("access-control-allow-origin", HOST_ORIGIN)
     })
@@ -272,6 +306,7 @@ const expressVariants: ReadonlyArray<ExpressVariant> = [
   { label: "mount=/api/", mount: "/api/" },
   { label: "nested router", mount: "nested" },
   { label: "json() before", mount: "/api", parser: "json" },
+  { label: "json() before, no errors handler", mount: "/api", parser: "json", noErrors: true },
   { label: "json() after", mount: "/api", jsonAfter: true },
   { label: "raw() before", mount: "/", parser: "raw" },
   { label: "text() before", mount: "/api", parser: "text" },

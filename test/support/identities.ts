@@ -113,7 +113,8 @@ export const useKit = (storage: StorageCase): () => Env => {
   let env: Env | undefined
   beforeAll(async () => {
     const { layer, sql } = storage.make()
-    const kit = makeIdentityKit({ storage: layer })
+    // The tests send X-Forwarded-For as the audit IP: trusted here, as behind a proxy.
+    const kit = makeIdentityKit({ storage: layer, trustProxy: true })
     await kit.run(Effect.void)
     env = { storage: storage.name, kit, sql: sql() }
   })
