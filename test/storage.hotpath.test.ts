@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto"
 import { createServer, type Socket } from "node:net"
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Fiber, Layer } from "effect"
+import { Context, Deferred, Effect, Either, Exit, Fiber, Layer } from "effect"
 import { type IdentityPage, IdentityStore, newId } from "identity-kit"
 import { layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, StatementExecutor } from "identity-kit/sql"
@@ -185,6 +185,22 @@ describe("the pool executor's cancel", () => {
       state.answer?.(new Error("canceling statement due to user request"), undefined)
       assert.strictEqual(state.releases.length, 1)
       assert.instanceOf(state.releases[0]?.error, Error, "released with an error: the pool closes it")
+    })))
+
+  it.live("a statement that never answers frees its connection at the deadline, interrupted or not", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // A server that reads everything and never answers: a frozen database.
+      const target = yield* cancelTarget(() => {})
+      for (const interrupted of [false, true]) {
+        const { pool, state } = standInPool(target.port)
+        const running = yield* Effect.fork(fromPgPool(pool, { timeoutMs: 100 }).execute(SLEEP, [60], () => "answered"))
+        yield* eventually(Effect.sync(() => state.answer !== undefined))
+        if (interrupted) yield* Fiber.interrupt(running)
+        else assert.strictEqual(Exit.isFailure(yield* Fiber.await(running)), true, "the statement fails at its deadline")
+        // Closed (released with an error), not left checked out for as long as the server is silent.
+        yield* eventually(Effect.sync(() => state.releases.length === 1))
+        assert.instanceOf(state.releases[0]?.error, Error)
+      }
     })))
 })
 

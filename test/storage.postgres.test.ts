@@ -364,4 +364,35 @@ describe.runIf(DATABASE_URL)("postgres that stops answering", () => {
       await admin(`DROP SCHEMA "${lockSchema}" CASCADE`)
     }
   }, 60_000)
+
+  it("statementTimeout is checked when the layer is made: 0 is no bound, past a 32-bit delay a TypeError", () => {
+    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: Duration.infinity })).toThrow(TypeError)
+    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: "30 days" })).toThrow(TypeError)
+    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: 0 })).not.toThrow()
+  })
+
+  it("migrations are not bound by statementTimeout: they wait for another instance's migration lock", async () => {
+    const migrating = `${schema}_migrating`
+    const url = withSearchPath(DATABASE_URL ?? "", migrating)
+    await admin(`CREATE SCHEMA "${migrating}"`)
+    try {
+      // The tables exist; another session holds the migrator's table lock for longer than the bound.
+      await Effect.runPromise(Layer.build(layerPostgres({ url, listen: false })).pipe(Effect.scoped))
+      const held = Effect.runPromise(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.withTransaction(Effect.zipRight(
+          sql.unsafe("LOCK TABLE identity_kit_migrations IN ACCESS EXCLUSIVE MODE"),
+          sql`SELECT pg_sleep(1)`
+        ))
+      }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url) }))))
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      const built = await Effect.runPromise(
+        Layer.build(layerPostgres({ url, listen: false, statementTimeout: "200 millis" })).pipe(Effect.scoped, Effect.either)
+      )
+      await held
+      expect(built._tag).toBe("Right")
+    } finally {
+      await admin(`DROP SCHEMA "${migrating}" CASCADE`)
+    }
+  }, 60_000)
 })

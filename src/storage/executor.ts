@@ -234,13 +234,16 @@ export const fromPgPool = (
         // The deadline, when there is one: the answer may never come (a server or network that
         // stopped answering), so the statement fails now and its connection is closed, not reused.
         // A statement is one implicit transaction: it committed or it left nothing.
+        // It also frees the connection of a statement that was interrupted and never answered (a
+        // frozen server): without it, that connection would stay checked out.
         const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+          const done = release
+          if (done === undefined) return
+          release = undefined
+          done(new Error("identity-kit: statement timed out"))
+          sendCancelRequest(acquired, () => {})
           if (state !== 1) return
           state = 2
-          const done = release
-          release = undefined
-          done?.(new Error("identity-kit: statement timed out"))
-          sendCancelRequest(acquired, () => {})
           resume(Effect.fail(new SqlError({ cause: new Error("statement timed out"), message: "Statement timed out" })))
         }, options.timeoutMs)
         // A statement interrupted before its deadline must not keep the process alive until then.

@@ -615,15 +615,8 @@ BEGIN
 END
 $fn$`
 
-/**
- * A migration's statements, in the migrator's transaction. A migration may build an index on a
- * large table: the pool's `statement_timeout` (`layerPostgres`' `statementTimeout`) does not apply to it.
- */
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
-  Effect.flatMap(
-    SqlClient.SqlClient,
-    (sql) => Effect.forEach(["SET LOCAL statement_timeout = 0", ...texts], (text) => sql.unsafe(text), { discard: true })
-  )
+  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
 
 /** The migrations, by `<id>_<name>`. Never edit an applied one: add the next id. */
 export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
@@ -656,7 +649,16 @@ const ensureMigrationsTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
  */
 export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> =
   ensureMigrationsTable.pipe(
-    Effect.zipRight(run({ loader: Migrator.fromRecord(migrations), table: MIGRATIONS_TABLE })),
+    // In a transaction of ours with no statement_timeout (`layerPostgres`' statementTimeout): the
+    // migrator's table lock may wait for another instance's migrations, and a migration may build
+    // an index on a large table. The migrator's own transaction becomes a savepoint inside it.
+    Effect.zipRight(Effect.flatMap(SqlClient.SqlClient, (sql) =>
+      sql.withTransaction(
+        Effect.zipRight(
+          sql.unsafe("SET LOCAL statement_timeout = 0"),
+          run({ loader: Migrator.fromRecord(migrations), table: MIGRATIONS_TABLE })
+        )
+      ))),
     Effect.mapError((cause) => new StorageError({ operation: "migrate", cause })),
     Effect.catchAllDefect((cause) => Effect.fail(new StorageError({ operation: "migrate", cause }))),
     withSpan("IdentityKit.migrate")

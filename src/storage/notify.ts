@@ -95,11 +95,7 @@ export const rootKeyNotifyStatements: ReadonlyArray<string> = [
 /** The migration `0004_root_key_notify`: the notify triggers on the root-key and workspace tables. */
 export const rootKeyNotifyMigration: Effect.Effect<void, unknown, SqlClient.SqlClient> = Effect.flatMap(
   SqlClient.SqlClient,
-  // As every migration: no statement_timeout inside the migrator's transaction (see migrations.ts).
-  (sql) =>
-    Effect.forEach(["SET LOCAL statement_timeout = 0", ...rootKeyNotifyStatements], (text) => sql.unsafe(text), {
-      discard: true
-    })
+  (sql) => Effect.forEach(rootKeyNotifyStatements, (text) => sql.unsafe(text), { discard: true })
 )
 
 // Whether this session's LISTEN is in force (committed) and the four triggers exist and are

@@ -67,7 +67,8 @@ export interface PostgresConfig {
    * Longest a statement may run. The server cancels it after this long (`statement_timeout` on
    * every connection), and the kit gives up on an answer one second later (a server or network that
    * stopped answering: the connection is then closed), so the request is answered 500 instead of
-   * waiting for as long as the database hangs. Default 5 seconds.
+   * waiting for as long as the database hangs. Default 5 seconds; `0` for no bound. Anything but a
+   * whole number of milliseconds up to ~24.8 days is a `TypeError` when the layer is made.
    */
   readonly statementTimeout?: Duration.DurationInput | undefined
   /** Apply pending migrations when the layer is built. Default `true`. */
@@ -85,8 +86,19 @@ export interface PostgresConfig {
 /** The default bound on a statement: a hung database answers 500 in about this long at most. */
 export const DEFAULT_STATEMENT_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
-const statementTimeoutMs = (config: PostgresConfig): number =>
-  Duration.toMillis(config.statementTimeout ?? DEFAULT_STATEMENT_TIMEOUT)
+// setTimeout's largest delay, less the client's one-second grace.
+const MAX_STATEMENT_TIMEOUT_MS = 2_147_483_647 - 1000
+
+/** The statement bound in ms (0: none), checked: PostgreSQL and setTimeout both take a 32-bit int. */
+const statementTimeoutMs = (config: PostgresConfig): number => {
+  const ms = Duration.toMillis(config.statementTimeout ?? DEFAULT_STATEMENT_TIMEOUT)
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_STATEMENT_TIMEOUT_MS) {
+    throw new TypeError(
+      `identity-kit: statementTimeout must be a whole number of milliseconds from 0 (no bound) to ${MAX_STATEMENT_TIMEOUT_MS}, got ${ms}`
+    )
+  }
+  return ms
+}
 
 /** The default bound on connection waits: a down database answers 500 in about this long at most. */
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(5)
@@ -117,7 +129,11 @@ interface PgModule {
 const requireCommonJs = createRequire(import.meta.url)
 
 /** A pool for `config`, ended when the scope closes. Untested: see `testPool`. */
-const acquirePool = (config: PostgresConfig, connectTimeout: Duration.Duration): Effect.Effect<OwnPool, never, Scope.Scope> =>
+const acquirePool = (
+  config: PostgresConfig,
+  connectTimeout: Duration.Duration,
+  statementTimeout: number
+): Effect.Effect<OwnPool, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const pg: PgModule = requireCommonJs("pg")
@@ -130,7 +146,7 @@ const acquirePool = (config: PostgresConfig, connectTimeout: Duration.Duration):
         idleTimeoutMillis: Duration.toMillis(config.idleTimeout ?? Duration.seconds(30)),
         application_name: config.applicationName ?? "identity-kit",
         // The server's bound on every statement (sent as a startup parameter: no extra round trip).
-        statement_timeout: statementTimeoutMs(config),
+        statement_timeout: statementTimeout,
         // A peer that vanished without closing (a dropped route) is noticed by TCP, not never.
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000
@@ -165,13 +181,17 @@ export const layerPostgresClient = (
   config: PostgresConfig
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | StatementExecutor, StorageError> => {
   const connectTimeout = Duration.decode(config.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT)
+  // Checked at construction: a bad value is a TypeError now, not a failed connection later.
+  const statementTimeout = statementTimeoutMs(config)
+  // The client's bound: the server's plus a second for the server's own cancel to arrive (none
+  // when the server has none).
+  const clientTimeoutMs = statementTimeout === 0 ? undefined : statementTimeout + 1000
   return Layer.unwrapScoped(Effect.gen(function*() {
-    const pool = yield* acquirePool(config, connectTimeout)
+    const pool = yield* acquirePool(config, connectTimeout, statementTimeout)
     yield* testPool(pool, connectTimeout)
     return Layer.merge(
       PgClient.layerFromPool({ acquire: Effect.succeed(pool) }),
-      // The client's bound: the server's plus a second for the server's own cancel to arrive.
-      Layer.succeed(StatementExecutor, fromPgPool(pool, { timeoutMs: statementTimeoutMs(config) + 1000 }))
+      Layer.succeed(StatementExecutor, fromPgPool(pool, { timeoutMs: clientTimeoutMs }))
     )
   })).pipe(Layer.mapError((cause) => new StorageError({ operation: "connect", cause })))
 }
