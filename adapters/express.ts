@@ -80,9 +80,14 @@ const answered = new Set([
 
 const parserFailure = (error: unknown): ParserFailure | undefined => {
   if (typeof error !== "object" || error === null) return undefined
-  const type: unknown = Reflect.get(error, "type")
   const status: unknown = Reflect.get(error, "status")
-  if (typeof type !== "string" || !answered.has(type) || typeof status !== "number" || status < 400 || status > 499) {
+  // A body that does not inflate (a bad gzip/deflate stream) comes as a 400 with zlib's code and no type.
+  const code: unknown = Reflect.get(error, "code")
+  const type: unknown = Reflect.get(error, "type") ?? (typeof code === "string" && code.startsWith("Z_") ? "encoding.invalid" : undefined)
+  if (
+    typeof type !== "string" || !(answered.has(type) || type === "encoding.invalid") ||
+    typeof status !== "number" || status < 400 || status > 499
+  ) {
     return undefined
   }
   const message: unknown = Reflect.get(error, "message")

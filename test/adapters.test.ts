@@ -996,6 +996,11 @@ for (const [name, express] of [["express4", express4], ["express5", express5]] a
       expect(decodeSuccess(await response.json()).data.meta).toEqual({ charset: "latin1" })
     })
 
+    it("a gzip body that does not inflate gets the API's 400, not the parser's error page", async () => {
+      const response = await post("notgzip", { ...auth(), "content-encoding": "gzip" })
+      await expectApiError(response, { status: 400, type: "unkey/application/invalid_input" })
+    })
+
     it("a host route's invalid JSON, and a host error on the kit's path, still reach the host's error handler", async () => {
       const hostRoute = await post("{not json", {}, "/host/json")
       expect([hostRoute.status, decodeHost(await hostRoute.json())]).toEqual([400, { host: "error" }])

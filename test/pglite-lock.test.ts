@@ -3,7 +3,7 @@
  * second fails with a message naming the holder; a lock left by a dead process is taken over.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -47,6 +47,20 @@ const deadPid = (): number => {
 }
 
 describe("PGlite data directory lock", () => {
+  it.effect("a lock held by a process on another host (a shared volume) is refused, never taken over", () =>
+    Effect.gen(function*() {
+      const dataDir = freshDir()
+      mkdirSync(dataDir, { recursive: true })
+      // Our own pid, as a container restarted as pid 1 would see it, but another host's.
+      const foreign = JSON.stringify({ pid: process.pid, host: "another-host.example", startedAt: "", token: "t" })
+      writeFileSync(join(dataDir, PGLITE_LOCK_FILE), foreign)
+      const attempt = yield* open(dataDir)
+      const message = lockFailure(attempt.exit)
+      assert.include(message, `process ${process.pid} on host another-host.example`)
+      assert.include(message, `if that process is gone, delete ${PGLITE_LOCK_FILE}`)
+      assert.strictEqual(readFileSync(join(dataDir, PGLITE_LOCK_FILE), "utf8"), foreign)
+    }))
+
   it.effect("a second layer on the same directory fails clearly; the first keeps working; a later one opens", () =>
     Effect.gen(function*() {
       const dataDir = freshDir()

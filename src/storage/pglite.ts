@@ -15,6 +15,7 @@
  */
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { PGlite } from "@electric-sql/pglite"
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -59,8 +60,17 @@ const directoryOf = (dataDir: string | undefined): string | undefined => {
 }
 
 // Directories this process holds, by real path. A second kit in the same process finds its own,
-// living pid in the lock file, so the file alone cannot tell it apart from a leftover.
-const heldDirectories = new Set<string>()
+// living pid in the lock file, so the file alone cannot tell it apart from a leftover. Kept on
+// globalThis: two copies of this package in one process (two installs) must share it.
+const heldDirectories: Set<string> = (() => {
+  const key = Symbol.for("identity-kit/pglite/heldDirectories")
+  const existing: unknown = Reflect.get(globalThis, key)
+  if (existing instanceof Set) return existing
+  const created = new Set<string>()
+  Reflect.set(globalThis, key, created)
+  return created
+})()
+const HOST = os.hostname()
 
 interface DataDirLock {
   readonly directory: string
@@ -82,13 +92,16 @@ const readIfExists = (file: string): string | undefined => {
   }
 }
 
-const pidIn = (content: string): number | undefined => {
+/** The holder a lock file names: its pid and host (a lock written before hosts were recorded has none). */
+const holderIn = (content: string): { readonly pid: number; readonly host: string | undefined } | undefined => {
   try {
     const parsed: unknown = JSON.parse(content)
-    return typeof parsed === "object" && parsed !== null && "pid" in parsed &&
-        typeof parsed.pid === "number" && Number.isSafeInteger(parsed.pid) && parsed.pid > 0
-      ? parsed.pid
-      : undefined
+    if (
+      typeof parsed !== "object" || parsed === null || !("pid" in parsed) ||
+      typeof parsed.pid !== "number" || !Number.isSafeInteger(parsed.pid) || parsed.pid <= 0
+    ) return undefined
+    const host = "host" in parsed && typeof parsed.host === "string" ? parsed.host : undefined
+    return { pid: parsed.pid, host }
   } catch {
     return undefined
   }
@@ -154,12 +167,15 @@ const releaseFile = (file: string, content: string): void => {
   }
 }
 
-const inUse = (directory: string, pid: number | undefined): SqlError => {
-  const holder = pid === undefined ? "another process" : pid === process.pid
+const inUse = (directory: string, pid: number | undefined, host?: string): SqlError => {
+  const holder = pid === undefined ? "another process" : host !== undefined && host !== HOST
+    ? `process ${pid} on host ${host}`
+    : pid === process.pid
     ? `process ${pid} (this process: another PGlite layer has it open)`
     : `process ${pid}`
   const message = `the PGlite data directory ${directory} is in use by ${holder} (${PGLITE_LOCK_FILE}); ` +
-    `stop it or use another PGLITE_DATA_DIR / dataDir`
+    `stop it or use another PGLITE_DATA_DIR / dataDir` +
+    (host !== undefined && host !== HOST ? `; if that process is gone, delete ${PGLITE_LOCK_FILE}` : "")
   return new SqlError({ cause: new Error(message), message })
 }
 
@@ -170,7 +186,7 @@ const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
   const directory = fs.realpathSync(dataDir)
   if (heldDirectories.has(directory)) return inUse(directory, process.pid)
   const file = path.join(directory, PGLITE_LOCK_FILE)
-  const content = JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString(), token: randomUUID() })
+  const content = JSON.stringify({ pid: process.pid, host: HOST, startedAt: new Date().toISOString(), token: randomUUID() })
   // A few rounds: a holder may release, or a racing process take over a stale lock, in between.
   for (let round = 0; round < 3; round++) {
     if (createExclusive(file, content)) {
@@ -183,10 +199,12 @@ const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
     }
     const existing = readIfExists(file)
     if (existing === undefined) continue
-    const pid = pidIn(existing)
+    const holder = holderIn(existing)
+    // Another host's process (a shared volume) cannot be checked from here: refused.
+    if (holder?.host !== undefined && holder.host !== HOST) return inUse(directory, holder.pid, holder.host)
     // Our own pid without an entry in `heldDirectories`: a previous process that had the same pid
     // (a container restarted as pid 1). An unreadable file is not one we write (see createExclusive).
-    if (pid !== undefined && pid !== process.pid && isAlive(pid)) return inUse(directory, pid)
+    if (holder !== undefined && holder.pid !== process.pid && isAlive(holder.pid)) return inUse(directory, holder.pid)
     removeStale(file, existing)
   }
   return inUse(directory, undefined)
