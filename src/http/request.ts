@@ -77,7 +77,7 @@ export type TrustProxy = boolean | number
 
 /**
  * The client IP for the audit log under `trust`: the peer address, or the `X-Forwarded-For` value
- * the trusted proxies vouch for. Not trusted, the header is never read: any client can send one.
+ * the trusted proxies vouch for. Not trusted, the header is never read: every client can send one.
  */
 export const clientIpOf = (forwardedFor: string | undefined, peer: string | undefined, trust: TrustProxy): string => {
   if (trust === false || trust === 0 || forwardedFor === undefined) return peer ?? ""
