@@ -56,21 +56,70 @@ export const codePoints = (s: string) => {
   return n
 }
 
-/** Depth of nested objects/arrays, and whether a number is out of range, in one walk without recursion. */
-const scanMeta = (root: unknown): { readonly depth: number; readonly outOfRange: boolean } => {
-  let max = 0
-  let outOfRange = false
-  const stack: Array<[unknown, number]> = [[root, 1]]
-  while (stack.length > 0) {
-    const [value, depth] = stack.pop()!
-    // JSON.parse reads a number beyond double range (1e400) as ±Infinity, which JSON.stringify
-    // would then store as null: such a number is refused, as the reference's decoder refuses it.
-    if (typeof value === "number" && !Number.isFinite(value)) outOfRange = true
-    if (typeof value !== "object" || value === null) continue
-    if (depth > max) max = depth
-    for (const child of Object.values(value)) stack.push([child, depth + 1])
+/** What one walk of `meta` found: its nesting depth, whether a number is out of range, how many values. */
+export interface MetaScan {
+  /** Nesting of objects/arrays: 1 for `{}`, 2 for `{"a":[]}`, 0 for a non-object. */
+  readonly depth: number
+  readonly outOfRange: boolean
+  /** Values visited, the root included: every value exactly once. */
+  readonly nodes: number
+}
+
+/**
+ * Depth of nested objects/arrays, and whether a number is out of range, in one walk without
+ * recursion. Cost per value is a few comparisons and no allocation for array members (one
+ * `Object.values` per object), and memory is at most one frame per level of the current path, not
+ * one entry per pending value: a body of millions of `[]` must cost about what parsing it did (issue 9).
+ * It never stops early: the message names the greatest depth, and a number out of range anywhere
+ * is refused, so every value can change the answer.
+ */
+export const scanMeta = (root: unknown): MetaScan => {
+  if (typeof root !== "object" || root === null) {
+    return { depth: 0, outOfRange: typeof root === "number" && !Number.isFinite(root), nodes: 1 }
   }
-  return { depth: max, outOfRange }
+  // Parallel stacks, one frame per open container: its members, the next index to visit, its depth.
+  // A container that is the last member of its parent replaces the parent's frame (nothing is left
+  // to visit there), so a chain `[[[…]]]` of millions of levels keeps one frame, not millions.
+  const lists: Array<ReadonlyArray<unknown>> = [Array.isArray(root) ? root : Object.values(root)]
+  const next: Array<number> = [0]
+  const depths: Array<number> = [1]
+  let max = 1
+  let nodes = 1
+  let outOfRange = false
+  for (let top = 0; top >= 0;) {
+    const list = lists[top]
+    const index = next[top] ?? 0
+    if (list === undefined || index >= list.length) {
+      lists.pop()
+      next.pop()
+      depths.pop()
+      top--
+      continue
+    }
+    next[top] = index + 1
+    const value: unknown = list[index]
+    nodes++
+    if (typeof value === "object" && value !== null) {
+      const depth = (depths[top] ?? 0) + 1
+      if (depth > max) max = depth
+      const members = Array.isArray(value) ? value : Object.values(value)
+      if (index + 1 === list.length) {
+        lists[top] = members
+        next[top] = 0
+        depths[top] = depth
+      } else {
+        lists.push(members)
+        next.push(0)
+        depths.push(depth)
+        top++
+      }
+    } else if (typeof value === "number" && !Number.isFinite(value)) {
+      // JSON.parse reads a number beyond double range (1e400) as ±Infinity, which JSON.stringify
+      // would then store as null: such a number is refused, as the reference's decoder refuses it.
+      outOfRange = true
+    }
+  }
+  return { depth: max, outOfRange, nodes }
 }
 
 /**
@@ -119,7 +168,12 @@ export const RatelimitRequest = Schema.Struct({
  * The `ratelimits` of a request: at most 50 items. The item count is checked before any item is
  * decoded, so a huge array costs one check, not one error per item.
  */
-export const RatelimitsRequest = Schema.Array(Schema.Unknown).annotations({ message: want("array") }).pipe(
+export const RatelimitsRequest = Schema.declare(
+  // Declared, not `Schema.Array(Schema.Unknown)`: that decode copies every item before the count is
+  // checked, and a 10 MiB body holds 5M items (issue 9).
+  (input: unknown): input is ReadonlyArray<unknown> => Array.isArray(input),
+  { message: want("array") }
+).pipe(
   Schema.filter((items) =>
     items.length <= limits.maxRatelimits ||
     `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`

@@ -119,11 +119,17 @@ export const makeBodyDecoder = <A, I>(
   const known: ReadonlySet<string> = new Set(Object.keys(body.fields))
   const strict = unknownKeys === "reject"
   return (json) => {
+    // Only the first keys listed are kept; the rest are counted: a million unknown keys must not
+    // cost a million-entry list (issue 9).
     const unknown: Array<string> = []
+    let unknownCount = 0
     let input: unknown = json
     if (strict && isObject(json)) {
-      for (const key in json) if (Object.hasOwn(json, key) && !known.has(key)) unknown.push(key)
-      if (unknown.length > 0) {
+      for (const key in json) {
+        if (!Object.hasOwn(json, key) || known.has(key)) continue
+        if (unknownCount++ < MAX_UNKNOWN_LISTED) unknown.push(key)
+      }
+      if (unknownCount > 0) {
         // Only the known keys go to the Schema (own properties: `__proto__` is never special).
         const picked: Record<string, unknown> = {}
         for (const key of known) if (Object.hasOwn(json, key)) picked[key] = json[key]
@@ -131,12 +137,12 @@ export const makeBodyDecoder = <A, I>(
       }
     }
     const decoded = decodeBody(input)
-    if (unknown.length === 0 && Either.isRight(decoded)) return Either.right(decoded.right)
-    const issues = unknown.slice(0, MAX_UNKNOWN_LISTED).map(unexpected)
-    if (unknown.length > MAX_UNKNOWN_LISTED) {
+    if (unknownCount === 0 && Either.isRight(decoded)) return Either.right(decoded.right)
+    const issues = unknown.map(unexpected)
+    if (unknownCount > MAX_UNKNOWN_LISTED) {
       issues.push(new ValidationIssue({
         location: "body",
-        message: `additional properties: ${unknown.length - MAX_UNKNOWN_LISTED} more not listed`,
+        message: `additional properties: ${unknownCount - MAX_UNKNOWN_LISTED} more not listed`,
         fix: `Send only ${[...known].map((key) => `'${key}'`).join(", ")}`
       }))
     }
