@@ -126,7 +126,10 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
     return sendPlainResponse(reply, kit.answerError(apiError, request.raw.headers))
   })
 
-  for (const path of kit.routes) {
+  // The kit's health route (`healthPath`), when set: answered by the program like the others.
+  const healthPath = kit.options.healthPath
+  const paths = healthPath === undefined ? kit.routes : [...kit.routes, healthPath]
+  for (const path of paths) {
     // A plain (not async) handler that sends when the program answers: no promise per request, and
     // nothing left pending for Fastify when a client abort cancels the request.
     fastify.all(path, { bodyLimit: limit, config: { [KIT_PATH]: path } }, (request, reply) => {

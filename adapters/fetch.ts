@@ -21,5 +21,10 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/Ide
  * handler built; a kit passed in as `{ kit }` stays its owner's to dispose. The audit log records
  * `fetch(request, { remoteAddress })`'s address, or an `X-Forwarded-For` value under `trustProxy`.
  */
-export const createFetchHandler = <E>(options: IdentityKitOptions<E> | { readonly kit: IdentityKit }): IdentityKit =>
-  "kit" in options ? { ...options.kit, dispose: () => Promise.resolve() } : makeIdentityKit(options)
+export const createFetchHandler = <E>(options: IdentityKitOptions<E> | { readonly kit: IdentityKit }): IdentityKit => {
+  // Checked here, not left to `in` (whose own TypeError names no option): the Node adapters' sentence.
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("identity-kit: options are required, e.g. { storage: layerMemory } or { kit }")
+  }
+  return "kit" in options ? { ...options.kit, dispose: () => Promise.resolve() } : makeIdentityKit(options)
+}

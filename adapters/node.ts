@@ -27,8 +27,13 @@ export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/Ide
 export type KitOrOptions<E = never> = IdentityKitOptions<E> | { readonly kit: IdentityKit }
 
 /** The kit an adapter uses, and whether the adapter built it (and so disposes it). */
-export const resolveKit = <E>(options: KitOrOptions<E>): { readonly kit: IdentityKit; readonly owned: boolean } =>
-  "kit" in options ? { kit: options.kit, owned: false } : { kit: makeIdentityKit(options), owned: true }
+export const resolveKit = <E>(options: KitOrOptions<E>): { readonly kit: IdentityKit; readonly owned: boolean } => {
+  // Checked here, not left to `in` (whose own TypeError names no option): the same sentence on every adapter.
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("identity-kit: options are required, e.g. { storage: layerMemory } or { kit }")
+  }
+  return "kit" in options ? { kit: options.kit, owned: false } : { kit: makeIdentityKit(options), owned: true }
+}
 
 /** The path of a request target as sent (no query), without resolving `.` or `..` segments. */
 export const rawPathname = (target: string | undefined): string => {

@@ -9,7 +9,7 @@
  * ```
  */
 export { makeIdentityKit } from "./IdentityKit.js"
-export type { ConnectionInfo, IdentityKit, IdentityKitOptions, IdentityKitServices } from "./IdentityKit.js"
+export type { ConnectionInfo, HealthStatus, IdentityKit, IdentityKitOptions, IdentityKitServices } from "./IdentityKit.js"
 export * as Admin from "./Admin.js"
 export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"

@@ -7,7 +7,7 @@
  * It runs on the kit's built runtime with `Runtime.runCallback`: no `HttpApp`, no `Scope`, no
  * per-request layer or runtime provided, and spans only when tracing is on (src/internal/trace.ts).
  */
-import { Cause, Effect, Either } from "effect"
+import { Cause, Duration, Effect, Either, FiberId, HashSet } from "effect"
 import {
   type ApiError,
   InternalError,
@@ -17,11 +17,12 @@ import {
   renderError,
   RouteNotFound,
   type ServiceUnavailable,
-  type StorageError,
+  StorageError,
   ValidationIssue
 } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { withSpan } from "../internal/trace.js"
+import { IdentityStore } from "../services/IdentityStore.js"
 import type { EndpointServices, Route } from "./endpoint.js"
 import { headerValue, type PlainBody, type PlainRequest, type PlainResponse } from "./plain.js"
 import { clientIpOf, parseRequest, schemaDetail, type TrustProxy } from "./request.js"
@@ -41,6 +42,20 @@ export interface HttpOptions {
    * `req.ip` / `request.ip` (their `trust proxy` / `trustProxy` settings) instead.
    */
   readonly trustProxy?: TrustProxy | undefined
+  /**
+   * The request deadline: from the request's start when the adapter hands in the body's bytes (Node,
+   * Express, Fastify), else from the storage step (a slow upload is not cut off). Past it the
+   * request (its storage work, building the storage included) is interrupted and answered as the
+   * endpoint's storage failure (500), logged once as "identity-kit: request timed out". Checked by
+   * one coarse timer per kit: up to 25% late. Default 10 seconds.
+   */
+  readonly requestTimeout?: Duration.DurationInput | undefined
+  /**
+   * A health route, e.g. `"/healthz"`, matched as is (not under `basePath`; below the mount point
+   * in Express and the prefix in Fastify): GET/HEAD answer 200 `{"status":"ok"}` when storage
+   * answers, else 503 `{"status":"unavailable"}`. Default: none.
+   */
+  readonly healthPath?: string | undefined
 }
 
 /** `HttpOptions` with the defaults filled in. */
@@ -49,6 +64,9 @@ export interface ResolvedHttpOptions {
   readonly maxBodyBytes: number
   readonly errorTypeBaseUrl: string
   readonly trustProxy: TrustProxy
+  /** The request deadline in milliseconds. */
+  readonly requestTimeoutMs: number
+  readonly healthPath: string | undefined
 }
 
 const isTrustProxy = (value: unknown): value is TrustProxy =>
@@ -66,13 +84,48 @@ export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptio
   if (!isTrustProxy(trustProxy)) {
     throw new TypeError(`identity-kit: trustProxy must be a boolean or a number of hops, got ${String(trustProxy)}`)
   }
+  const requestTimeoutMs = durationMs(options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT)
+  if (requestTimeoutMs === undefined || requestTimeoutMs < 1 || requestTimeoutMs > MAX_TIMER_MS) {
+    throw new TypeError(
+      `identity-kit: requestTimeout must be a duration from 1 millisecond to ${MAX_TIMER_MS} ms, e.g. "10 seconds"`
+    )
+  }
+  const healthPath: unknown = options.healthPath
+  if (healthPath !== undefined && (typeof healthPath !== "string" || !healthPath.startsWith("/"))) {
+    throw new TypeError(`identity-kit: healthPath must be a path starting with "/", e.g. "/healthz"`)
+  }
   return {
     basePath: basePath.replace(/\/+$/, ""),
     maxBodyBytes,
     errorTypeBaseUrl: options.errorTypeBaseUrl ?? "https://unkey.com/docs/errors/",
-    trustProxy
+    trustProxy,
+    requestTimeoutMs,
+    healthPath
   }
 }
+
+/** The default request deadline. */
+export const DEFAULT_REQUEST_TIMEOUT: Duration.Duration = Duration.seconds(10)
+
+// setTimeout's largest delay.
+const MAX_TIMER_MS = 2_147_483_647
+
+/** A duration input in milliseconds, or undefined when it is not one (a host's typo must not throw from Effect). */
+const durationMs = (input: Duration.DurationInput): number | undefined => {
+  const decoded = Duration.decodeUnknown(input)
+  if (decoded._tag === "None") return undefined
+  const ms = Duration.toMillis(decoded.value)
+  return Number.isFinite(ms) ? ms : undefined
+}
+
+/** A hash no root key can have (hashes are hex): a round trip to storage that finds nothing. */
+const PROBE_HASH = "identity-kit:health-probe"
+
+/** The cheap storage round trip behind `kit.health()`, `kit.ready()` and the health route. */
+export const probeStorage: Effect.Effect<void, StorageError, IdentityStore> = Effect.flatMap(
+  IdentityStore,
+  (store) => Effect.asVoid(store.findRootKey(PROBE_HASH))
+)
 
 /**
  * Gives the handler its services: on the kit's built runtime they are already there; before it is
@@ -83,8 +136,20 @@ export type ProvideServices<R> = <A, E>(
   effect: Effect.Effect<A, E, EndpointServices>
 ) => Effect.Effect<A, E | StorageError | ServiceUnavailable, R>
 
-/** The program for a set of routes: `(request, provide) => Effect<PlainResponse>` that never fails. */
-export type RequestProgram = <R>(request: PlainRequest, provide: ProvideServices<R>) => Effect.Effect<PlainResponse, never, R>
+/** Told when a request's storage work starts (the kit's request deadline runs from then). */
+export interface StorageStart {
+  startStorage(): void
+}
+
+/**
+ * The program for a set of routes: `(request, provide, deadline?) => Effect<PlainResponse>` that
+ * never fails. `deadline.startStorage()` is called as the handler is handed to `provide`.
+ */
+export type RequestProgram = <R>(
+  request: PlainRequest,
+  provide: ProvideServices<R>,
+  deadline?: StorageStart
+) => Effect.Effect<PlainResponse, never, R>
 
 const APPLICATION_JSON = "application/json"
 const PROBLEM_JSON = "application/problem+json"
@@ -170,14 +235,50 @@ export const errorResponse = (
   }
 }
 
+const HEALTH_OK: PlainResponse = { status: 200, headers: JSON_HEADERS, body: JSON.stringify({ status: "ok" }) }
+/** The health route's answer when storage does not answer. */
+export const HEALTH_UNAVAILABLE: PlainResponse = { status: 503, headers: JSON_HEADERS, body: JSON.stringify({ status: "unavailable" }) }
+const HEALTH_METHOD_NOT_ALLOWED: PlainResponse = {
+  status: 405,
+  headers: { ...JSON_HEADERS, allow: "GET, HEAD" },
+  body: JSON.stringify({ status: "method_not_allowed" })
+}
+
+/** The fiber id the request deadline interrupts a request with: how the kit tells it from a client abort. */
+export const DEADLINE: FiberId.FiberId = FiberId.make(-1, 0)
+
+/** Whether a request's fiber ended because its deadline passed (see `DEADLINE`). */
+export const interruptedByDeadline = (cause: Cause.Cause<unknown>): boolean =>
+  HashSet.has(Cause.interruptors(cause), DEADLINE)
+
+/** What a request is answered when its deadline passed: that endpoint's storage failure (500). */
+export const deadlineError = (ms: number): StorageError =>
+  new StorageError({ operation: "timeout", cause: new Error(`no answer from storage within ${ms} ms`) })
+
 /** Builds the request program for `routes` under `options`. */
 export const makeRequestProgram = (options: ResolvedHttpOptions, routes: ReadonlyArray<Route>): RequestProgram => {
   const byPath = new Map(routes.map((route) => [options.basePath + route.path, route]))
 
-  const answer = <R>(request: PlainRequest, requestId: string, provide: ProvideServices<R>) =>
+  // The request deadline is the kit's (a coarse sweep over the requests in flight, see IdentityKit.ts);
+  // the health route is no hot path: a plain timeout keeps its answer a 503.
+  const timeoutMs = options.requestTimeoutMs
+  const healthDeadline = Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => deadlineError(timeoutMs) })
+
+  const health = <R>(request: PlainRequest, provide: ProvideServices<R>): Effect.Effect<PlainResponse, never, R> =>
+    request.method !== "GET" && request.method !== "HEAD"
+      ? Effect.succeed(HEALTH_METHOD_NOT_ALLOWED)
+      : provide(probeStorage).pipe(
+        healthDeadline,
+        Effect.match({ onFailure: () => HEALTH_UNAVAILABLE, onSuccess: () => HEALTH_OK })
+      )
+
+  const answer = <R>(request: PlainRequest, requestId: string, provide: ProvideServices<R>, deadline: StorageStart | undefined) =>
     Effect.gen(function*() {
       const route = byPath.get(request.path)
-      if (route === undefined) return yield* new RouteNotFound({ path: request.path })
+      if (route === undefined) {
+        if (request.path === options.healthPath) return yield* health(request, provide)
+        return yield* new RouteNotFound({ path: request.path })
+      }
       if (request.method !== "POST") return yield* new MethodNotAllowed({ method: request.method })
       const declared = declaredLength(request)
       if (declared !== undefined && declared > options.maxBodyBytes) {
@@ -197,6 +298,7 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
       // Storage joins only now (spec §2: V before H1), so a database that is down never turns a
       // client's mistake into a 500.
       // Logged inside `provide`: with the storage runtime's logger when the host put one there.
+      deadline?.startStorage()
       const success = yield* provide(decoded.right({
         authorization: parsed.right.authorization,
         requestId,
@@ -213,10 +315,10 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
       return response
     })
 
-  return <R>(request: PlainRequest, provide: ProvideServices<R>) => {
+  return <R>(request: PlainRequest, provide: ProvideServices<R>, deadline?: StorageStart) => {
     const requestId = newId("req", Date.now())
     const fail = (error: ApiError) => errorResponse(error, requestId, options, request.headers, byPath.get(request.path))
-    return answer(request, requestId, provide).pipe(
+    return answer(request, requestId, provide, deadline).pipe(
       Effect.catchAll((error) =>
         Effect.as(
           // A storage that failed to start never had a runtime to log in: logged here.

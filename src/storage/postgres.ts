@@ -100,6 +100,26 @@ const statementTimeoutMs = (config: PostgresConfig): number => {
   return ms
 }
 
+/**
+ * Checks `url` when the layer is made: a string (or `Redacted` one) that parses as a
+ * `postgres://`/`postgresql://` URL, else a `TypeError` that never shows the URL (it may hold a password).
+ */
+const checkUrl = (url: unknown): void => {
+  const text = typeof url === "string" ? url : Redacted.isRedacted(url) ? Redacted.value(url) : undefined
+  if (typeof text !== "string") {
+    throw new TypeError("identity-kit: layerPostgres `url` must be a string or a Redacted string, e.g. postgres://user:password@host:5432/db")
+  }
+  let protocol: string
+  try {
+    protocol = new URL(text).protocol
+  } catch {
+    throw new TypeError("identity-kit: layerPostgres `url` is not a valid URL; expected postgres://user:password@host:5432/db")
+  }
+  if (protocol !== "postgres:" && protocol !== "postgresql:") {
+    throw new TypeError(`identity-kit: layerPostgres \`url\` must start with postgres:// or postgresql://, got ${protocol}//…`)
+  }
+}
+
 /** The default bound on connection waits: a down database answers 500 in about this long at most. */
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
@@ -180,6 +200,7 @@ const testPool = (pool: OwnPool, connectTimeout: Duration.Duration): Effect.Effe
 export const layerPostgresClient = (
   config: PostgresConfig
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | StatementExecutor, StorageError> => {
+  checkUrl(config.url)
   const connectTimeout = Duration.decode(config.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT)
   // Checked at construction: a bad value is a TypeError now, not a failed connection later.
   const statementTimeout = statementTimeoutMs(config)
