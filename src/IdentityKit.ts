@@ -191,9 +191,10 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   const routes = selectRoutes(options.endpoints)
   const program = makeRequestProgram(resolved, routes)
   const drainTimeoutMs = Duration.toMillis(options.drainTimeout ?? Duration.seconds(10))
-  const paths = routes.map((route) => resolved.basePath + route.path)
-  const served: ReadonlySet<string> = new Set(resolved.healthPath === undefined ? paths : [...paths, resolved.healthPath])
+  // The served routes by full path (base path included); the health route is served too.
   const routeByPath = new Map(routes.map((route) => [resolved.basePath + route.path, route]))
+  const paths = [...routeByPath.keys()]
+  const handles = (path: string) => routeByPath.has(path) || path === resolved.healthPath
 
   const services = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(
     Layer.provideMerge(options.storage)
@@ -301,8 +302,8 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
         runUnbuilt(Effect.logError("identity-kit: the response callback threw", Cause.die(cause)))
       }
     }
-    // The caller's cancel (a client abort): no answer. `stop`, what `dispose` uses past its drain
-    // deadline, interrupts too but still answers (503).
+    // The caller's cancel (a client abort): no answer. `entry.cancel`, what `dispose` (past its
+    // drain deadline) and the request deadline use, interrupts too but still answers.
     const interrupt = () => {
       cancelled = true
       cancel()
@@ -373,7 +374,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   return {
     options: resolved,
     routes: paths,
-    handles: (path) => served.has(path),
+    handles,
     handle,
     fetch,
     answerError: (error, headers) => errorResponse(error, newId("req"), resolved, headers),
