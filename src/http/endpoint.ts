@@ -47,13 +47,11 @@ export interface Route {
    * Decodes the parsed JSON body (spec §2 V5). Valid: the handler, ready to run; invalid: every
    * violation, in the order found.
    */
-  readonly decode: (
-    json: unknown
-  ) => Either.Either<
-    (request: HandlerRequest) => Effect.Effect<SuccessBody, ApiError, EndpointServices>,
-    ReadonlyArray<ValidationIssue>
-  >
+  readonly decode: (json: unknown) => Either.Either<Handler, ReadonlyArray<ValidationIssue>>
 }
+
+/** A valid body's handler, ready to run for one request. */
+export type Handler = (request: HandlerRequest) => Effect.Effect<SuccessBody, ApiError, EndpointServices>
 
 /** `body.ratelimits[2].limit` from a parse path. */
 const location = (path: ReadonlyArray<PropertyKey>): string =>

@@ -25,7 +25,7 @@ import { withSpan } from "../internal/trace.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import type { EndpointServices, Route } from "./endpoint.js"
 import { headerValue, type PlainBody, type PlainRequest, type PlainResponse } from "./plain.js"
-import { clientIpOf, parseRequest, schemaDetail, type TrustProxy } from "./request.js"
+import { acceptRequest, clientIpOf, type TrustProxy } from "./request.js"
 
 /** Options of the HTTP boundary, shared by every adapter. */
 export interface HttpOptions {
@@ -285,22 +285,18 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
         return yield* new PayloadTooLarge({ limit: options.maxBodyBytes })
       }
       const body = yield* readBody(request.body, options.maxBodyBytes)
-      const parsed = parseRequest({
+      const accepted = acceptRequest({
         authorization: headerValue(request.headers, "authorization"),
         contentType: headerValue(request.headers, "content-type"),
         body
-      }, route.path)
-      if (Either.isLeft(parsed)) return yield* parsed.left
-      const decoded = route.decode(parsed.right.json)
-      if (Either.isLeft(decoded)) {
-        return yield* new InvalidInput({ detail: schemaDetail(route.path), errors: decoded.left })
-      }
+      }, route)
+      if (Either.isLeft(accepted)) return yield* accepted.left
       // Storage joins only now (spec §2: V before H1), so a database that is down never turns a
       // client's mistake into a 500.
       // Logged inside `provide`: with the storage runtime's logger when the host put one there.
       deadline?.startStorage()
-      const success = yield* provide(decoded.right({
-        authorization: parsed.right.authorization,
+      const success = yield* provide(accepted.right.handler({
+        authorization: accepted.right.authorization,
         requestId,
         // The host's own answer when it has one (Express `req.ip`, Fastify `request.ip`).
         remoteIp: request.clientIp ??

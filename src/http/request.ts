@@ -5,6 +5,7 @@
  */
 import { Either, Redacted } from "effect"
 import { InvalidInput, ValidationIssue } from "../Errors.js"
+import type { Handler, Route } from "./endpoint.js"
 
 /** What V1–V4 read: the headers that matter and the raw body bytes. */
 export interface RawRequest {
@@ -65,6 +66,21 @@ export const parseRequest = (request: RawRequest, path: string): Either.Either<P
     const message = error instanceof SyntaxError ? error.message : "body is not valid UTF-8"
     return Either.left(invalid(schemaDetail(path), [new ValidationIssue({ location: "body", message })]))
   }
+}
+
+/** A request that passed V1–V5: its Authorization header and its endpoint's handler, ready to run. */
+export interface AcceptedRequest {
+  readonly authorization: Redacted.Redacted<string>
+  readonly handler: Handler
+}
+
+/** V1–V5 for `route`, in the contract's order: the handler ready to run, or the 400 to answer. */
+export const acceptRequest = (request: RawRequest, route: Route): Either.Either<AcceptedRequest, InvalidInput> => {
+  const parsed = parseRequest(request, route.path)
+  if (Either.isLeft(parsed)) return Either.left(parsed.left)
+  const decoded = route.decode(parsed.right.json)
+  if (Either.isLeft(decoded)) return Either.left(invalid(schemaDetail(route.path), decoded.left))
+  return Either.right({ authorization: parsed.right.authorization, handler: decoded.right })
 }
 
 /**
