@@ -134,6 +134,9 @@ const causeMessages = (error: unknown): ReadonlyArray<string> => {
 /** Why the storage is not ready, as one sentence with what to do about it. */
 const describeFailure = (error: unknown): string => {
   const messages = causeMessages(error)
+  // The storage's own probe already says what is wrong and what to run.
+  const own = messages.find((m) => m.startsWith("identity-kit: "))
+  if (own !== undefined) return own
   const detail = messages.join(": ")
   const missing = messages.find((m) => /relation "[^"]*" does not exist/.test(m))
   if (missing !== undefined) {

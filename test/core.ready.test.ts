@@ -5,6 +5,8 @@
  */
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
+import * as Migrator from "@effect/sql/Migrator"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
 import express5 from "express5"
@@ -17,6 +19,7 @@ import { createNodeHandler } from "identity-kit/node"
 import { layerPglite } from "identity-kit/pglite"
 import { layerPostgres } from "identity-kit/postgres"
 import { vi } from "vitest"
+import { MIGRATIONS_TABLE, migrations } from "../src/storage/migrations.js"
 import { freshSchema, withSearchPath } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
@@ -110,13 +113,38 @@ describe("kit.ready()", () => {
       const error = yield* Effect.promise(() => kit.ready().then(() => undefined, (e: unknown) => e))
       assert.instanceOf(error, Error)
       if (error instanceof Error) {
-        assert.match(error.message, /relation "identity_kit_root_keys" does not exist/)
-        assert.match(error.message, /`migrate` from identity-kit\/sql/)
+        assert.match(error.message, /no identity-kit tables/)
+        assert.match(error.message, /`migrate` \(or `layerMigrations`\) from identity-kit\/sql/)
       }
       const health = yield* Effect.promise(() => kit.health())
       assert.strictEqual(health.status, "unavailable")
       yield* Effect.promise(() => kit.dispose())
     })))
+
+  it.live.skipIf(DATABASE_URL === undefined)(
+    "partly migrated (up to 0004 of the latest): names both migrations and says what to run; health unavailable",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const url = DATABASE_URL ?? ""
+        const schema = `ready_part_${process.pid}_${Date.now()}`
+        yield* Layer.build(freshSchema(url, schema))
+        const scoped = withSearchPath(url, schema)
+        // The migrations up to 0004, with the migrator `migrate` uses, on a connection of this test.
+        yield* Migrator.make({})({
+          loader: Migrator.fromRecord(Object.fromEntries(Object.entries(migrations).filter(([key]) => Number.parseInt(key, 10) <= 4))),
+          table: MIGRATIONS_TABLE
+        }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(scoped) })))
+        const kit = makeIdentityKit({ storage: layerPostgres({ url: scoped, migrate: false, listen: false }) })
+        const error = yield* Effect.promise(() => kit.ready().then(() => undefined, (e: unknown) => e))
+        assert.instanceOf(error, Error)
+        if (error instanceof Error) {
+          assert.match(error.message, /at migration 0004_\w+, and this version of identity-kit needs 0007_\w+/)
+          assert.match(error.message, /Run the migrations/)
+        }
+        assert.strictEqual((yield* Effect.promise(() => kit.health())).status, "unavailable")
+        yield* Effect.promise(() => kit.dispose())
+      }))
+  )
 })
 
 /** Memory storage whose root-key lookup fails: storage that is up but does not answer well. */
@@ -124,7 +152,8 @@ const failingStorage = Layer.effect(
   IdentityStore,
   Effect.map(makeMemory, (memory) => ({
     ...memory,
-    findRootKey: () => Effect.fail(new StorageError({ operation: "findRootKey", cause: new Error("down") }))
+    findRootKey: () => Effect.fail(new StorageError({ operation: "findRootKey", cause: new Error("down") })),
+    probe: Effect.fail(new StorageError({ operation: "probe", cause: new Error("down") }))
   }))
 )
 

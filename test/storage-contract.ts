@@ -147,6 +147,13 @@ export const storageContract = <R, E>(
   more?: (it: Vitest.MethodsNonLive<R | IdentityStore, true>) => void
 ): void =>
   layer(storage, { excludeTestServices: true })(`storage contract: ${name}`, (it) => {
+    it.effect("probe: a store built with its migrations is ready, again and again", () =>
+      Effect.gen(function*() {
+        const store = yield* IdentityStore
+        yield* store.probe
+        yield* store.probe
+      }))
+
     // --- admin operations -------------------------------------------------------------------
 
     it.effect("root keys: found by hash with their workspace; unknown hash is null", () =>

@@ -118,13 +118,14 @@ const durationMs = (input: Duration.DurationInput): number | undefined => {
   return Number.isFinite(ms) ? ms : undefined
 }
 
-/** A hash no root key can have (hashes are hex): a round trip to storage that finds nothing. */
-const PROBE_HASH = "identity-kit:health-probe"
-
-/** The cheap storage round trip behind `kit.health()`, `kit.ready()` and the health route. */
+/**
+ * The cheap storage round trip behind `kit.health()`, `kit.ready()` and the health route: the
+ * storage answers and its schema is at the migration this version needs (a partly migrated
+ * database fails here, not on the first request).
+ */
 export const probeStorage: Effect.Effect<void, StorageError, IdentityStore> = Effect.flatMap(
   IdentityStore,
-  (store) => Effect.asVoid(store.findRootKey(PROBE_HASH))
+  (store) => store.probe
 )
 
 /**

@@ -61,6 +61,12 @@ export interface RootKeyPatch {
 
 /** What a storage layer implements. Every method is atomic; failures are `StorageError`s. */
 export interface IdentityStoreService {
+  /**
+   * Readiness: one cheap round trip that succeeds when the storage answers and its schema is at
+   * (or past) the newest migration this version ships. Fails with a `StorageError` whose cause is
+   * an `Error` saying what to run when the migrations never ran or are behind.
+   */
+  readonly probe: Effect.Effect<void, StorageError>
   /** The root key with this hash (deleted ones included: the caller decides), with its workspace. */
   readonly findRootKey: (hash: string) => Effect.Effect<RootKeyLookup | null, StorageError>
   /**

@@ -108,6 +108,8 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
     Effect.try({ try: run, catch: (cause) => new StorageError({ operation, cause }) })
 
   const service: IdentityStoreService = {
+    // Nothing to migrate: the maps are the schema.
+    probe: Effect.void,
     findRootKey: (hash) =>
       attempt("findRootKey", () => {
         const key = keysByHash.get(hash)

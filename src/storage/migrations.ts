@@ -631,6 +631,47 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   "0007_update_identity_v3_isolation": statements([updateIdentityV3Function])
 }
 
+/** A migration as the migrator records it: `0004_root_key_notify` is id 4, name `root_key_notify`. */
+export interface MigrationRecord {
+  readonly id: number
+  readonly name: string
+}
+
+/** `0004_root_key_notify`: a migration as its key in `migrations` spells it. */
+const migrationKey = (migration: MigrationRecord): string => `${String(migration.id).padStart(4, "0")}_${migration.name}`
+
+/** The newest migration of this version: the schema its statements need (parsed as `Migrator.fromRecord` does). */
+export const LATEST_MIGRATION: MigrationRecord = Object.keys(migrations).reduce<MigrationRecord>((latest, key) => {
+  const match = /^(\d+)_(.+)$/.exec(key)
+  const id = Number(match?.[1])
+  return match?.[2] !== undefined && id > latest.id ? { id, name: match[2] } : latest
+}, { id: 0, name: "" })
+
+const RUN_MIGRATIONS = "Run the migrations: `migrate` (or `layerMigrations`) from identity-kit/sql, " +
+  "or build the storage with `migrate: true` (the default of `layerPostgres`; `layerPglite` always migrates)."
+
+/** The readiness probe's sentence for a database without identity-kit's tables. */
+export const noTablesMessage = (detail: string): string =>
+  `identity-kit: the database has no identity-kit tables (${detail}). ${RUN_MIGRATIONS}`
+
+/**
+ * Why a database whose newest recorded migration is `applied` (`undefined`: none) cannot serve this
+ * version, or `undefined` when it can. The migrator only ever applies the migrations above the
+ * newest one recorded, so that one alone tells the schema's state.
+ *
+ * A database ahead of this version (migrated by a newer one, e.g. during a rolling upgrade) is
+ * fine: migrations are additive (a new function version beside the old one, a new index; never a
+ * drop, and what an older version calls keeps its signature and meaning), so everything this
+ * version needs is there.
+ */
+export const schemaProblem = (applied: MigrationRecord | undefined): string | undefined =>
+  applied === undefined
+    ? noTablesMessage(`${MIGRATIONS_TABLE} is empty: no migration was applied`)
+    : applied.id < LATEST_MIGRATION.id
+    ? `identity-kit: the database is at migration ${migrationKey(applied)}, and this version of identity-kit needs ` +
+      `${migrationKey(LATEST_MIGRATION)}. ${RUN_MIGRATIONS}`
+    : undefined
+
 const run = Migrator.make({})
 
 // The migrator creates its table outside its transaction and only after a failing probe, which

@@ -49,7 +49,7 @@ import type {
   RootKeyLookup,
   Workspace
 } from "../domain/Model.js"
-import { annotate, traced } from "../internal/trace.js"
+import { annotate, traced, withSpan } from "../internal/trace.js"
 import {
   type IdentityListQuery,
   type IdentityPage,
@@ -60,7 +60,13 @@ import {
 } from "../services/IdentityStore.js"
 import { fromSqlClient, outsideTransactions, type Rows, type Statement, StatementExecutor } from "./executor.js"
 import { listBounds, wellFormed } from "./internal.js"
-import { LIVE_EXTERNAL_ID_INDEX } from "./migrations.js"
+import {
+  LIVE_EXTERNAL_ID_INDEX,
+  type MigrationRecord,
+  MIGRATIONS_TABLE,
+  noTablesMessage,
+  schemaProblem
+} from "./migrations.js"
 
 export { layerMigrations, migrate } from "./migrations.js"
 export { StatementExecutor } from "./executor.js"
@@ -519,6 +525,42 @@ const idArray = (prefix: "rl" | "log", count: number, now: number): string => {
   return literal + "}"
 }
 
+// --- readiness ------------------------------------------------------------------------------
+
+/**
+ * The newest migration recorded, read from the primary key's end: one round trip, on the same
+ * executor as the requests (so it also proves their path to the database works). While another
+ * instance migrates, it waits for the migrator's table lock, i.e. until the schema is settled.
+ */
+const PROBE: Statement = {
+  name: "identity_kit_probe_1",
+  text: `SELECT migration_id, name FROM ${MIGRATIONS_TABLE} ORDER BY migration_id DESC LIMIT 1`
+}
+
+const probeColumns = columns("probe")
+
+const decodeProbe = (rows: Rows): MigrationRecord | undefined => {
+  const row = rows[0]
+  return row === undefined
+    ? undefined
+    : { id: probeColumns.integer(row[0], "migration_id"), name: probeColumns.text(row[1], "name") }
+}
+
+// SQLSTATE undefined_table: the migrator's table is not on the search path, so neither is anything
+// the migrations create (they all run in the same schema).
+const isUndefinedTable = (error: SqlError): boolean => {
+  const cause = error.cause
+  return typeof cause === "object" && cause !== null && "code" in cause && cause.code === "42P01"
+}
+
+const probeFailed = (cause: SqlError) =>
+  new StorageError({
+    operation: "probe",
+    cause: isUndefinedTable(cause)
+      ? new Error(noTablesMessage(`no table ${MIGRATIONS_TABLE}: the migrations never ran here`), { cause })
+      : cause
+  })
+
 const findRootKeyFailed = (cause: SqlError) => new StorageError({ operation: "findRootKey", cause })
 // PostgreSQL text cannot hold NUL, nor a lone UTF-16 surrogate, which node-postgres sends as
 // U+FFFD: "x\uD800" would then find the identity "x\uFFFD". Such a string names no identity on
@@ -563,6 +605,14 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       Effect.flatMap(Schema.decodeUnknown(schema)),
       Effect.mapError((cause) => new StorageError({ operation, cause }))
     )
+
+  const probe = withSpan("IdentityStore.probe")(Effect.flatMap(
+    Effect.mapError(executor.execute(PROBE, [], decodeProbe), probeFailed),
+    (applied) => {
+      const problem = schemaProblem(applied)
+      return problem === undefined ? Effect.void : Effect.fail(new StorageError({ operation: "probe", cause: new Error(problem) }))
+    }
+  ))
 
   const findRootKey = traced("IdentityStore.findRootKey", function*(hash: string) {
     return yield* executor.execute(FIND_ROOT_KEY, [hash], (rows) => decodeRootKeyLookup(rows, hash)).pipe(
@@ -762,6 +812,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
   })
 
   const service: IdentityStoreService = {
+    probe,
     findRootKey,
     updateIdentity,
     putWorkspace,
