@@ -3,7 +3,9 @@ import { defineConfig } from "vitest/config"
 
 // Resolve `identity-kit` and its subpaths to the TypeScript sources (the `@identity-kit/source`
 // export condition), so tests and examples use the package's public entry points without a build.
-const conditions = ["@identity-kit/source", ...defaultServerConditions]
+// Not `module`: packages such as @opentelemetry/api point it at builds Node cannot load as ESM
+// (extensionless imports); Node itself never uses that condition either.
+const conditions = ["@identity-kit/source", ...defaultServerConditions.filter((condition) => condition !== "module")]
 
 export default defineConfig({
   resolve: { conditions },

@@ -32,6 +32,7 @@ import {
   handleNodeRequest,
   handleNodeRequestWithBody,
   type KitOrOptions,
+  type NodeRequestFacts,
   rawPathname,
   readRequestBody,
   resolveKit
@@ -112,6 +113,12 @@ const streamUnread = (req: Request): boolean => !req.readableEnded && !req.reada
 const EMPTY = new Uint8Array(0)
 
 /**
+ * What Express knows that `IncomingMessage` does not: `req.ip` (the client under the app's `trust
+ * proxy`) and a request id a logger middleware set (pino-http's `req.id`).
+ */
+const facts = (req: Request): NodeRequestFacts => ({ clientIp: req.ip, requestId: Reflect.get(req, "id") })
+
+/**
  * Express middleware for the kit's routes. Takes the kit options (it then builds and owns
  * its kit) or `{ kit }` to share a kit with other adapters.
  */
@@ -124,21 +131,20 @@ export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMid
     if (!kit.handles(path)) return next()
     // Never throws (Express 4 would not catch a rejection either); errors are answered as JSON.
     // `req.ip`: the client under the app's `trust proxy` setting.
-    handleNodeRequest(kit, req, res, path, { clientIp: req.ip })
+    handleNodeRequest(kit, req, res, path, facts(req))
   }
   // Four parameters: that is how Express tells an error handler from a middleware.
   const errors: ErrorRequestHandler = (error: unknown, req, res, next) => {
     const path = rawPathname(req.url)
     const failure = kit.handles(path) && !res.headersSent ? parserFailure(error) : undefined
     if (failure === undefined) return next(error)
-    const facts = { clientIp: req.ip }
     // Refused before a byte was read: read it ourselves, as if no parser had been there.
-    if (streamUnread(req)) return handleNodeRequestWithBody(kit, req, res, path, readRequestBody(req, res), facts)
+    if (streamUnread(req)) return handleNodeRequestWithBody(kit, req, res, path, readRequestBody(req, res), facts(req))
     // The text the parser could not parse: the program runs V1–V4 on it in the spec's order (a
     // missing Authorization is V1 and comes first), with the same answers as without the parser.
-    if (failure.body !== undefined) return handleNodeRequestWithBody(kit, req, res, path, failure.body, facts)
+    if (failure.body !== undefined) return handleNodeRequestWithBody(kit, req, res, path, failure.body, facts(req))
     // The route, but not POST: the program's 405 comes before anything about the body.
-    if (req.method !== "POST") return handleNodeRequestWithBody(kit, req, res, path, EMPTY, facts)
+    if (req.method !== "POST") return handleNodeRequestWithBody(kit, req, res, path, EMPTY, facts(req))
     // The bytes are gone (the parser drained them). Over its limit: our 413 with the smaller of
     // the two limits, the one the client must stay under. Else the body could not be read.
     const limit = Math.min(failure.limit ?? kit.options.maxBodyBytes, kit.options.maxBodyBytes)

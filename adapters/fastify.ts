@@ -20,7 +20,7 @@
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify"
 import { InternalError, InvalidInput, PayloadTooLarge, ValidationIssue } from "../src/Errors.js"
-import type { PlainRequest, PlainResponse } from "../src/http/plain.js"
+import { hostRequestIdOf, type PlainRequest, type PlainResponse } from "../src/http/plain.js"
 import { type IdentityKit, type KitOrOptions, mergedHeader, resolveKit } from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
@@ -78,7 +78,9 @@ const plainRequest = (request: FastifyRequest, path: string, body: Uint8Array): 
   headers: request.raw.headers,
   body,
   remoteAddress: request.raw.socket.remoteAddress,
-  clientIp: request.ip
+  clientIp: request.ip,
+  // Fastify's own id (its `genReqId`, or the header its `requestIdHeader` names): what its logs carry.
+  hostRequestId: hostRequestIdOf(request.id)
 })
 
 /**

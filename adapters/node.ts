@@ -18,7 +18,7 @@
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import { type ApiError, InternalError } from "../src/Errors.js"
-import type { BodyReader, PlainBody, PlainRequest, PlainResponse } from "../src/http/plain.js"
+import { type BodyReader, headerValue, hostRequestIdOf, type PlainBody, type PlainRequest, type PlainResponse } from "../src/http/plain.js"
 import { type IdentityKit, type IdentityKitOptions, makeIdentityKit } from "../src/IdentityKit.js"
 
 export type { ConnectionInfo, IdentityKit, IdentityKitOptions } from "../src/IdentityKit.js"
@@ -187,6 +187,8 @@ export interface NodeRequestFacts {
    * `trust proxy`): recorded as is. Absent, the kit's `trustProxy` option decides.
    */
   readonly clientIp?: string | undefined
+  /** The framework's id for the request (e.g. pino-http's `req.id`); absent, an `X-Request-Id` header. */
+  readonly requestId?: unknown
 }
 
 /** Runs the program on one request and writes its answer; a client abort interrupts it. */
@@ -204,7 +206,8 @@ const serve = (
     headers: req.headers,
     body,
     remoteAddress: req.socket.remoteAddress,
-    clientIp: facts?.clientIp
+    clientIp: facts?.clientIp,
+    hostRequestId: hostRequestIdOf(facts?.requestId ?? headerValue(req.headers, "x-request-id"))
   }
   const cancel = kit.handle(request, (response) => {
     try {

@@ -8,14 +8,16 @@ import { Cause, Duration, Effect, Exit, type FiberId, FiberRef, Layer, ManagedRu
 import * as Admin from "./Admin.js"
 import { type ApiError, InternalError, ServiceUnavailable, StorageError } from "./Errors.js"
 import { newId } from "./domain/Ids.js"
+import { causeMessages, makeFailureLog, type TelemetryOptions, telemetryLayer, telemetryRuntime } from "./internal/log.js"
 import type { EndpointServices } from "./http/endpoint.js"
-import { type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
+import { hostRequestIdOf, type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
 import {
   DEADLINE,
   deadlineError,
   errorResponse,
   HEALTH_UNAVAILABLE,
   type HttpOptions,
+  requestAnnotations,
   interruptedByDeadline,
   makeRequestProgram,
   probeStorage,
@@ -29,7 +31,7 @@ import * as Authorization from "./services/Authorization.js"
 import type { IdentityStore } from "./services/IdentityStore.js"
 
 /** What every adapter takes: a storage layer, the HTTP options and the authorization options. */
-export interface IdentityKitOptions<E = never> extends HttpOptions, Authorization.AuthorizationOptions {
+export interface IdentityKitOptions<E = never> extends HttpOptions, Authorization.AuthorizationOptions, TelemetryOptions {
   /** Where data lives: `layerMemory`, `layerSql` with a `SqlClient`, `layerPglite(...)`, … */
   readonly storage: Layer.Layer<IdentityStore, E>
   /** The endpoints this kit serves, by operation name. Default: all of them. */
@@ -106,31 +108,6 @@ export type HealthStatus =
 
 const EMPTY = new Uint8Array(0)
 
-// Credentials in a URL inside a driver's message: never shown.
-const hideCredentials = (text: string): string => text.replace(/(\/\/[^:/@\s]*):[^@\s]*@/g, "$1:***@")
-
-/** The messages along a failure's chain of causes (FiberFailure → StorageError → SqlError → driver error). */
-const causeMessages = (error: unknown): ReadonlyArray<string> => {
-  const messages: Array<string> = []
-  let current: unknown = error
-  for (let depth = 0; depth < 8 && current !== undefined && current !== null; depth++) {
-    if (Runtime.isFiberFailure(current)) {
-      current = Cause.squash(current[Runtime.FiberFailureCauseId])
-      continue
-    }
-    if (typeof current !== "object") {
-      messages.push(String(current))
-      break
-    }
-    const message: unknown = Reflect.get(current, "message")
-    const code: unknown = Reflect.get(current, "code")
-    if (typeof message === "string" && message !== "" && !messages.includes(message)) messages.push(message)
-    if (typeof code === "string" && code !== "" && !messages.some((m) => m.includes(code))) messages.push(code)
-    current = Reflect.get(current, "cause")
-  }
-  return messages.map(hideCredentials)
-}
-
 /** Why the storage is not ready, as one sentence with what to do about it. */
 const describeFailure = (error: unknown): string => {
   const messages = causeMessages(error)
@@ -161,15 +138,14 @@ const fromWebRequest = (request: Request, connection: ConnectionInfo | undefined
     path: new URL(request.url).pathname,
     headers,
     body: request.method === "GET" || request.method === "HEAD" ? EMPTY : streamBody(request.body),
-    remoteAddress: connection?.remoteAddress
+    remoteAddress: connection?.remoteAddress,
+    hostRequestId: hostRequestIdOf(request.headers.get("x-request-id") ?? undefined)
   }
 }
 
 // What `fetch` resolves with when its request was aborted: nobody reads it (499: client closed request).
 const aborted = () => new Response(null, { status: 499 })
 
-// The default runtime with Effect's tracer off: no spans unless the host gave a tracer.
-const untracedRuntime = Runtime.setFiberRef(Runtime.defaultRuntime, FiberRef.currentTracerEnabled, false)
 const defaultTracer = Runtime.runSync(Runtime.defaultRuntime)(Effect.tracer)
 
 /**
@@ -192,15 +168,20 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   }
   const resolved = resolveHttpOptions(options)
   const routes = selectRoutes(options.endpoints)
-  const program = makeRequestProgram(resolved, routes)
+  // The host's logger and tracer: for the storage's start-up (built under them) and every request.
+  const telemetry = telemetryLayer(options)
+  const failureLog = makeFailureLog()
+  const program = makeRequestProgram(resolved, routes, failureLog, options.continueTrace ?? true)
   const drainTimeoutMs = Duration.toMillis(options.drainTimeout ?? Duration.seconds(10))
   // The served routes by full path (base path included); the health route is served too.
   const routeByPath = new Map(routes.map((route) => [resolved.basePath + route.path, route]))
   const paths = [...routeByPath.keys()]
   const handles = (path: string) => routeByPath.has(path) || path === resolved.healthPath
 
-  const services = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(
-    Layer.provideMerge(options.storage)
+  const built = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(Layer.provideMerge(options.storage))
+  // The start-up in a span of its own (`Layer.withSpan` would end it only when the kit is disposed).
+  const services = Layer.scopedContext(Effect.withSpan(Layer.build(built), "identity-kit.startup")).pipe(
+    Layer.provide(telemetry)
   )
   let runtime = ManagedRuntime.make(services)
   let building: Promise<Runtime.Runtime<IdentityKitServices>> | undefined
@@ -239,7 +220,8 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       adopt(rt)
       return Effect.provide(effect, rt)
     }))
-  const runUnbuilt = Runtime.runCallback(untracedRuntime)
+  // Before the storage is built, and outside requests: the host's logger and tracer (or neither).
+  const runUnbuilt = Runtime.runCallback(telemetryRuntime(telemetry, options.tracer !== undefined))
 
   // Once disposing: routing and validation still answer, requests that need storage get 503.
   const closing$: ProvideServices<never> = () => Effect.fail(new ServiceUnavailable())
@@ -293,6 +275,8 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   }
 
   const handle: IdentityKit["handle"] = (request, respond) => {
+    // Made here, not in the program: the answers the kit gives itself (deadline, drain) carry it too.
+    const requestId = newId("req", Date.now())
     let cancelled = false
     let answered = false
     const answer = (response: PlainResponse) => {
@@ -302,7 +286,10 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
         respond(response)
       } catch (cause) {
         // A host's callback that throws must not become an uncaught exception in the kit.
-        runUnbuilt(Effect.logError("identity-kit: the response callback threw", Cause.die(cause)))
+        runUnbuilt(Effect.annotateLogs(
+          Effect.logError("identity-kit: the response callback threw", Cause.die(cause)),
+          requestAnnotations(requestId, request)
+        ))
       }
     }
     // The caller's cancel (a client abort): no answer. `entry.cancel`, what `dispose` (past its
@@ -321,13 +308,16 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       if (cancelled) return
       if (!disposed && interruptedByDeadline(exit.cause)) {
         // Its storage work ran past `requestTimeout`: that endpoint's storage failure, logged once.
-        runUnbuilt(Effect.logError("identity-kit: request timed out", request.method, request.path))
+        runUnbuilt(failureLog.error("identity-kit: request timed out", {
+          ...requestAnnotations(requestId, request),
+          timeoutMs: resolved.requestTimeoutMs
+        }))
         if (request.path === resolved.healthPath) return answer(HEALTH_UNAVAILABLE)
         const error = deadlineError(resolved.requestTimeoutMs)
-        return answer(errorResponse(error, newId("req"), resolved, request.headers, routeByPath.get(request.path)))
+        return answer(errorResponse(error, requestId, resolved, request.headers, routeByPath.get(request.path)))
       }
       const error = disposed ? new ServiceUnavailable() : new InternalError({ cause: Cause.squash(exit.cause) })
-      answer(errorResponse(error, newId("req"), resolved, request.headers))
+      answer(errorResponse(error, requestId, resolved, request.headers))
     }
     const run = disposed ? undefined : runBuilt
     inflight.add(entry)
@@ -337,8 +327,8 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     // the requests a second on memory storage, this field write nothing measurable.
     const deadline = request.body instanceof Uint8Array ? (entry.startStorage(), undefined) : entry
     const cancel = run !== undefined
-      ? run(program(request, inContext, deadline), { onExit })
-      : runUnbuilt(program(request, disposed ? closing$ : building$, deadline), { onExit })
+      ? run(program(request, inContext, deadline, requestId), { onExit })
+      : runUnbuilt(program(request, disposed ? closing$ : building$, deadline, requestId), { onExit })
     entry.cancel = cancel
     return interrupt
   }

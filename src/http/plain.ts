@@ -43,6 +43,11 @@ export interface PlainRequest {
    * `remoteAddress` and `X-Forwarded-For`.
    */
   readonly clientIp?: string | undefined
+  /**
+   * The host's id for this request (Fastify's `request.id`, an `X-Request-Id` header): logged and
+   * recorded in the audit entry next to the kit's own `req_…` id. Use `hostRequestIdOf` to check one.
+   */
+  readonly hostRequestId?: string | undefined
 }
 
 /** One answer: status, headers (lower-case names) and a JSON body as text. */
@@ -96,3 +101,15 @@ export const streamBody = (stream: ReadableStream<Uint8Array> | null): PlainBody
     pump()
     return stop
   }
+
+/**
+ * A host request id as the kit accepts it: 1–200 visible ASCII characters (ids are logged and
+ * stored; a client can send any `X-Request-Id`), else undefined. Numbers (Fastify's default ids)
+ * are taken as their decimal text.
+ */
+export const hostRequestIdOf = (value: unknown): string | undefined => {
+  const text = typeof value === "number" && Number.isSafeInteger(value) ? String(value) : value
+  return typeof text === "string" && text.length > 0 && text.length <= 200 && /^[\x21-\x7e]+$/.test(text)
+    ? text
+    : undefined
+}

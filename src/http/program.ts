@@ -21,7 +21,8 @@ import {
   ValidationIssue
 } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
-import { withSpan } from "../internal/trace.js"
+import { causeMessages, type FailureLog, makeFailureLog } from "../internal/log.js"
+import { withRequestSpan } from "../internal/trace.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import type { EndpointServices, Route } from "./endpoint.js"
 import { headerValue, type PlainBody, type PlainRequest, type PlainResponse } from "./plain.js"
@@ -149,7 +150,8 @@ export interface StorageStart {
 export type RequestProgram = <R>(
   request: PlainRequest,
   provide: ProvideServices<R>,
-  deadline?: StorageStart
+  deadline?: StorageStart,
+  requestId?: string
 ) => Effect.Effect<PlainResponse, never, R>
 
 const APPLICATION_JSON = "application/json"
@@ -184,9 +186,26 @@ const declaredLength = (request: PlainRequest): number | undefined => {
   return header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined
 }
 
-/** Logs a storage failure with its cause (the answer never carries it). */
-const logStorageFailure = (error: StorageError) =>
-  Effect.logError("identity-kit: storage failure", error.operation, Cause.fail(error.cause))
+/** The facts a request's log lines carry: the kit's request id and the host's, when it has one. */
+export const requestAnnotations = (requestId: string, request: PlainRequest): Record<string, unknown> =>
+  request.hostRequestId === undefined
+    ? { requestId, method: request.method, path: request.path }
+    : { requestId, hostRequestId: request.hostRequestId, method: request.method, path: request.path }
+
+/**
+ * Logs a storage failure (the answer never carries its cause): one line per failure, rate-limited,
+ * the cause's messages instead of a stack (a database that is down is expected, not a bug).
+ */
+export const logStorageFailure = (
+  log: FailureLog,
+  error: StorageError,
+  annotations: Record<string, unknown>
+): Effect.Effect<void> =>
+  log.error("identity-kit: storage failure", {
+    ...annotations,
+    operation: error.operation,
+    error: causeMessages(error.cause).join(": ")
+  })
 
 /**
  * The `Content-Type` of an error (identities contract §0.5, as the reference negotiates it):
@@ -204,7 +223,11 @@ export const errorContentType = (accept: string | undefined): string => {
   return APPLICATION_JSON
 }
 
-const PROBLEM_JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/problem+json" }
+/**
+ * The response header carrying the request id of the body's `meta.requestId`, as Unkey's API sends
+ * it: on every answer of an endpoint, success or error.
+ */
+export const REQUEST_ID_HEADER = "x-unkey-request-id"
 
 /**
  * How the program answers an error: status, body and headers from the one error table; a storage
@@ -228,10 +251,11 @@ export const errorResponse = (
     }
   }
   const contentType = errorContentType(headerValue(headers, "accept"))
-  const base = contentType === PROBLEM_JSON ? PROBLEM_JSON_HEADERS : JSON_HEADERS
   return {
     status: rendered.status,
-    headers: error._tag === "MethodNotAllowed" ? { ...base, allow: "POST" } : base,
+    headers: error._tag === "MethodNotAllowed"
+      ? { "content-type": contentType, [REQUEST_ID_HEADER]: requestId, allow: "POST" }
+      : { "content-type": contentType, [REQUEST_ID_HEADER]: requestId },
     body: JSON.stringify(body)
   }
 }
@@ -257,7 +281,12 @@ export const deadlineError = (ms: number): StorageError =>
   new StorageError({ operation: "timeout", cause: new Error(`no answer from storage within ${ms} ms`) })
 
 /** Builds the request program for `routes` under `options`. */
-export const makeRequestProgram = (options: ResolvedHttpOptions, routes: ReadonlyArray<Route>): RequestProgram => {
+export const makeRequestProgram = (
+  options: ResolvedHttpOptions,
+  routes: ReadonlyArray<Route>,
+  log: FailureLog = makeFailureLog(),
+  continueTrace = true
+): RequestProgram => {
   const byPath = new Map(routes.map((route) => [options.basePath + route.path, route]))
 
   // The request deadline is the kit's (a coarse sweep over the requests in flight, see IdentityKit.ts);
@@ -303,33 +332,52 @@ export const makeRequestProgram = (options: ResolvedHttpOptions, routes: Readonl
         remoteIp: request.clientIp ??
           clientIpOf(headerValue(request.headers, "x-forwarded-for"), request.remoteAddress, options.trustProxy),
         userAgent: headerValue(request.headers, "user-agent") ?? ""
-      }).pipe(Effect.tapErrorTag("StorageError", logStorageFailure)))
+      }).pipe(Effect.tapErrorTag("StorageError", (error) =>
+        logStorageFailure(log, error, { ...requestAnnotations(requestId, request), endpoint: route.name }))))
       const response: PlainResponse = {
         status: 200,
-        headers: JSON_HEADERS,
+        headers: { "content-type": APPLICATION_JSON, [REQUEST_ID_HEADER]: requestId },
         body: JSON.stringify({ meta: { requestId }, ...success })
       }
       return response
     })
 
-  return <R>(request: PlainRequest, provide: ProvideServices<R>, deadline?: StorageStart) => {
-    const requestId = newId("req", Date.now())
+  return <R>(
+    request: PlainRequest,
+    provide: ProvideServices<R>,
+    deadline?: StorageStart,
+    requestId: string = newId("req", Date.now())
+  ) => {
     const fail = (error: ApiError) => errorResponse(error, requestId, options, request.headers, byPath.get(request.path))
     return answer(request, requestId, provide, deadline).pipe(
       Effect.catchAll((error) =>
         Effect.as(
           // A storage that failed to start never had a runtime to log in: logged here.
-          error._tag === "StorageError" && error.operation === "startup" ? logStorageFailure(error) : Effect.void,
+          error._tag === "StorageError" && error.operation === "startup"
+            ? logStorageFailure(log, error, requestAnnotations(requestId, request))
+            : Effect.void,
           fail(error)
         )
       ),
       Effect.catchAllDefect((defect) =>
         Effect.as(
-          Effect.logError("identity-kit: unexpected defect", Cause.die(defect)),
+          Effect.annotateLogs(
+            Effect.logError("identity-kit: unexpected defect", Cause.die(defect)),
+            requestAnnotations(requestId, request)
+          ),
           fail(new InternalError({ cause: defect }))
         )
       ),
-      withSpan("identity-kit.request", { "request.id": requestId })
+      withRequestSpan(
+        "identity-kit.request",
+        {
+          "http.request.method": request.method,
+          "url.path": request.path,
+          "identity_kit.request_id": requestId,
+          ...(request.hostRequestId === undefined ? {} : { "identity_kit.host_request_id": request.hostRequestId })
+        },
+        () => continueTrace ? headerValue(request.headers, "traceparent") : undefined
+      )
     )
   }
 }

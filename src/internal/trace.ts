@@ -4,7 +4,7 @@
  * request on the hot path (bench/). The kit turns `FiberRef.currentTracerEnabled` off unless the
  * host configured a tracer; these helpers then run the body bare.
  */
-import { Effect, FiberRef } from "effect"
+import { Effect, FiberRef, Tracer } from "effect"
 import type { YieldWrap } from "effect/Utils"
 
 /** Wraps `self` in a span named `name` only when the fiber's tracer is enabled. */
@@ -33,3 +33,42 @@ export const traced = <Eff extends YieldWrap<Effect.Effect<any, any, any>>, AEff
   const span = withSpan(name)
   return (...args: Args) => span(untraced(...args))
 }
+
+// W3C trace context: version 00 (later versions keep these fields first), 32 hex trace id, 16 hex
+// parent id, 2 hex flags; all-zero ids are invalid.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-|$)/
+const ZERO_TRACE = "0".repeat(32)
+const ZERO_SPAN = "0".repeat(16)
+
+/** The caller's span from a W3C `traceparent` header, or undefined when absent or malformed. */
+export const parseTraceparent = (header: string | undefined): Tracer.ExternalSpan | undefined => {
+  if (header === undefined) return undefined
+  const match = TRACEPARENT.exec(header.trim().toLowerCase())
+  if (match === null) return undefined
+  const [, version, traceId, spanId, flags] = match
+  if (version === "ff" || traceId === undefined || spanId === undefined || flags === undefined) return undefined
+  if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined
+  // Version 00 has exactly four fields; a later version may add more after a dash.
+  if (version === "00" && header.trim().length !== 55) return undefined
+  return Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 })
+}
+
+/**
+ * The request's server span, only when tracing is on: its parent is the caller's span from
+ * `traceparent` when given, and its status code is recorded from the answer.
+ */
+export const withRequestSpan = (
+  name: string,
+  attributes: Record<string, unknown>,
+  traceparent: () => string | undefined
+) =>
+<A extends { readonly status: number }, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    if (!fiber.getFiberRef(FiberRef.currentTracerEnabled)) return self
+    const parent = parseTraceparent(traceparent())
+    return Effect.withSpan(
+      Effect.tap(self, (response) => Effect.annotateCurrentSpan("http.response.status_code", response.status)),
+      name,
+      parent === undefined ? { attributes, kind: "server" } : { attributes, kind: "server", parent }
+    )
+  })
