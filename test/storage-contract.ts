@@ -8,6 +8,7 @@ import { assert, expect, layer, type Vitest } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Layer, Redacted } from "effect"
 import {
   Admin,
+  type AuditContext,
   type AuditEvent,
   type AuditLogEntry,
   type Identity,
@@ -93,7 +94,7 @@ const found = (store: IdentityStoreService, workspaceId: string, identity: strin
 const update = (store: IdentityStoreService, workspaceId: string, identity: string, patch: Patch, now: number) =>
   store.updateIdentity({ workspaceId, identity, meta: patch.meta, ratelimits: patch.ratelimits, audit, now })
 
-/** The audit entries (without their ids) `audit` writes about `identity` at `time`. */
+/** The audit entries (without their ids) `audit` writes about `identity` at `time`: no request ids. */
 const entriesOf = (identity: Identity, time: number) => {
   const identityResource = { type: "identity" as const, id: identity.id, name: identity.externalId }
   return (event: AuditEvent, display: string, rl?: { readonly id: string; readonly name: string }): Omit<AuditLogEntry, "id"> => ({
@@ -103,6 +104,8 @@ const entriesOf = (identity: Identity, time: number) => {
     actorName: audit.actorName,
     remoteIp: audit.remoteIp,
     userAgent: audit.userAgent,
+    requestId: "",
+    hostRequestId: "",
     time,
     event,
     display,
@@ -464,7 +467,7 @@ export const storageContract = <R, E>(
         assert.strictEqual(new Set(entryIds).size, entryIds.length, "entry ids are unique")
 
         const identityResource = { type: "identity" as const, id: identity.id, name: "user_1" }
-        const base = { workspaceId, actorType: "rootkey" as const, actorId: "key_contract", actorName: "root key", remoteIp: "203.0.113.7", userAgent: "contract/1.0", time: T0 + 100 }
+        const base = { workspaceId, actorType: "rootkey" as const, actorId: "key_contract", actorName: "root key", remoteIp: "203.0.113.7", userAgent: "contract/1.0", requestId: "", hostRequestId: "", time: T0 + 100 }
         const entry = (event: AuditEvent, display: string, rl?: readonly [id: string, name: string]): Omit<AuditLogEntry, "id"> => ({
           ...base,
           event,
@@ -492,6 +495,49 @@ export const storageContract = <R, E>(
           ["ratelimit.delete", T0 + 300, "new_b"],
           ["ratelimit.delete", T0 + 300, "mike"],
           ["ratelimit.delete", T0 + 300, "new_a"]
+        ])
+      }))
+
+    it.effect("audit entries carry the request ids given (the kit's, the host's), \"\" for one not given", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        // The host's id may be any 200 visible ASCII characters: quotes, backslashes, braces, commas.
+        const hostId = Array.from({ length: 200 }, (_, i) => String.fromCharCode(0x21 + (i % 94))).join("")
+        const [create, meta, set, remove] = Array.from({ length: 4 }, () => newId("req"))
+        const given = (requestId?: string, hostRequestId?: string): AuditContext => ({ ...audit, requestId, hostRequestId })
+        const write = (identity: string, patch: Patch, now: number, context: AuditContext) =>
+          store.updateIdentity({ workspaceId, identity, meta: patch.meta, ratelimits: patch.ratelimits, audit: context, now })
+
+        yield* store.createIdentity({ workspaceId, externalId: "traced", ratelimits: [rl("alpha"), rl("beta")], now: T0, audit: given(create, "host-create-1") })
+        // Without a set (one entry), then with one (created, updated, deleted), then without ids.
+        yield* write("traced", { meta: `{"v":1}` }, T0 + 1, given(meta, hostId))
+        yield* write("traced", { ratelimits: [rl("beta", 2), rl("gamma")] }, T0 + 2, given(set))
+        yield* write("traced", { meta: `{"v":2}` }, T0 + 3, audit)
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "traced", T0 + 4, given(remove, "host-delete-1")))
+        // Only the host's id; and nothing at all.
+        yield* store.createIdentity({ workspaceId, externalId: "hosted", now: T0 + 5, audit: given(undefined, "host-only") })
+        yield* store.createIdentity({ workspaceId, externalId: "plain", ratelimits: [rl("alpha")], now: T0 + 6, audit })
+        assert.isTrue(yield* store.deleteIdentity(workspaceId, "plain", T0 + 7, audit))
+
+        const log = yield* store.listAuditLog(workspaceId)
+        assert.deepStrictEqual(log.map((e) => [e.event, e.requestId, e.hostRequestId]), [
+          ["identity.create", create, "host-create-1"],
+          ["ratelimit.create", create, "host-create-1"],
+          ["ratelimit.create", create, "host-create-1"],
+          ["identity.update", meta, hostId],
+          ["identity.update", set, ""],
+          ["ratelimit.create", set, ""],
+          ["ratelimit.update", set, ""],
+          ["ratelimit.delete", set, ""],
+          ["identity.update", "", ""],
+          ["identity.delete", remove, "host-delete-1"],
+          ["ratelimit.delete", remove, "host-delete-1"],
+          ["ratelimit.delete", remove, "host-delete-1"],
+          ["identity.create", "", "host-only"],
+          ["identity.create", "", ""],
+          ["ratelimit.create", "", ""],
+          ["identity.delete", "", ""],
+          ["ratelimit.delete", "", ""]
         ])
       }))
 
@@ -1038,13 +1084,19 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       assert.deepStrictEqual(read.meta, { v: 1 })
       assert.deepStrictEqual(names(read), ["beta"])
       const log = yield* store.listAuditLog(workspaceId)
-      assert.deepStrictEqual(log.map((e) => e.event), ["identity.update", "ratelimit.create", "ratelimit.delete"])
+      assert.deepStrictEqual(log.map((e) => [e.event, e.requestId, e.hostRequestId]), [
+        ["identity.update", "", ""],
+        ["ratelimit.create", "", ""],
+        ["ratelimit.delete", "", ""]
+      ])
     }))
 
   // One audit id for five entries, no ratelimit ids: each version of the function makes the rest.
+  // Versions before 4 (instances of earlier versions, during a rolling upgrade) write no request ids.
   const idFallbackCalls = [
     {
       version: 2,
+      requestIds: ["", ""],
       call: (sql: SqlClient.SqlClient, workspaceId: string, given: string) =>
         sql<{ readonly ratelimits: string; readonly meta: string | null }>`
         SELECT ratelimits, meta FROM identity_kit_update_identity_v2(${workspaceId}::text, 'user_1'::text,
@@ -1052,17 +1104,21 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
           NULL::text[], ${`{${given}}`}::text::text[],
           'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
     },
-    {
-      version: 3,
+    // Versions 3 and 4 take the same arguments, 4 with the request ids before `p_now`.
+    ...([[3, ""], [4, `'req_fallback'::text, 'host fallback'::text, `]] as const).map(([version, idArguments]) => ({
+      version,
+      requestIds: version === 4 ? ["req_fallback", "host fallback"] : ["", ""],
       call: (sql: SqlClient.SqlClient, workspaceId: string, given: string) =>
-        sql<{ readonly ratelimits: string; readonly meta: string | null }>`
-        SELECT ratelimits, meta FROM identity_kit_update_identity_v3(${workspaceId}::text, 'user_1'::text,
+        sql.unsafe<{ readonly ratelimits: string; readonly meta: string | null }>(
+          `SELECT ratelimits, meta FROM identity_kit_update_identity_v${version}($1::text, 'user_1'::text,
           '{"v":2}'::json, '{delta,alpha}'::text[], '{1,2}'::bigint[], '{1000,1000}'::bigint[], '{f,f}'::boolean[],
-          NULL::text[], ${`{${given}}`}::text::text[],
-          'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text, ${T0 + 1}::bigint)`
-    }
+          NULL::text[], $2::text::text[], 'key_new'::text, 'root key'::text, '203.0.113.7'::text, 'new/1.0'::text,
+          ${idArguments}$3::bigint)`,
+          [workspaceId, `{${given}}`, T0 + 1]
+        )
+    }))
   ]
-  for (const { call, version } of idFallbackCalls) {
+  for (const { call, requestIds, version } of idFallbackCalls) {
     it.effect(`version ${version} of the write function makes the ids it is not given, in the same format`, () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
@@ -1085,6 +1141,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
         ])
         assert.strictEqual(log[0]?.id, given)
         for (const e of log) assert.match(e.id, ID("log"))
+        for (const e of log) assert.deepStrictEqual([e.requestId, e.hostRequestId], requestIds)
         assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length)
         const stored = (yield* found(store, workspaceId, "user_1")).ratelimits.map(
           ({ autoApply, createdAt, duration, id, limit, name, updatedAt }) => ({ id, name, limit, duration, autoApply, createdAt, updatedAt })
@@ -1093,7 +1150,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       }))
   }
 
-  it.effect("version 3 of the write function stores exactly what version 2 stores", () =>
+  it.effect("versions 3 and 4 (this version's) of the write function store exactly what version 2 stores", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       // Names an array literal or JSON must quote or escape: two created, two updated, three deleted.
@@ -1101,11 +1158,18 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       const after = [rl("new, 2", 7, 1000, true), rl("ключ é\n\t", 3, 2000), rl("NULL", 4), rl("new\u0001 1", 5)]
       const v2 = yield* seeded(before)
       const v3 = yield* seeded(before)
+      const v4 = yield* seeded(before)
       const json = JSON.stringify(after)
       yield* sql`SELECT id FROM identity_kit_update_identity_v2(${v2.workspaceId}::text, 'user_1'::text, '{"v":2}'::json,
         ${json}::text::json, NULL::text[], NULL::text[], 'key_x'::text, 'root key'::text, '203.0.113.7'::text,
         'ua/1.0'::text, ${T0 + 1}::bigint)`
-      const updated = yield* update(v3.store, v3.workspaceId, "user_1", { meta: `{"v":2}`, ratelimits: after }, T0 + 1)
+      // Version 3 as the previous version of sql.ts calls it: the set as four array literals.
+      const array = (items: ReadonlyArray<string>) => `{${items.map((item) => `"${item.replace(/["\\]/g, "\\$&")}"`).join(",")}}`
+      yield* sql`SELECT id FROM identity_kit_update_identity_v3(${v3.workspaceId}::text, 'user_1'::text, '{"v":2}'::json,
+        ${array(after.map((r) => r.name))}::text::text[], ${array(after.map((r) => String(r.limit)))}::text::bigint[],
+        ${array(after.map((r) => String(r.duration)))}::text::bigint[], ${array(after.map((r) => String(r.autoApply)))}::text::boolean[],
+        NULL::text[], NULL::text[], 'key_x'::text, 'root key'::text, '203.0.113.7'::text, 'ua/1.0'::text, ${T0 + 1}::bigint)`
+      const updated = yield* update(v4.store, v4.workspaceId, "user_1", { meta: `{"v":2}`, ratelimits: after }, T0 + 1)
       assert.deepStrictEqual(names(updated), jsOrder(after.map((r) => r.name)))
 
       // What each wrote, with the ids (random on either side) replaced by their role.
@@ -1118,7 +1182,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
           for (const r of ratelimits) roles.set(r.id, `<rl ${r.name}>`)
           const log = yield* sql<{ readonly event: string; readonly display: string; readonly resources: string; readonly rest: string }>`
             SELECT event, display, resources::text AS resources,
-                   concat_ws('|', actor_type, actor_name, remote_ip, time) AS rest
+                   concat_ws('|', actor_type, actor_name, remote_ip, request_id, host_request_id, time) AS rest
             FROM identity_kit_audit_log WHERE workspace_id = ${workspaceId} ORDER BY seq`
           // Deleted ratelimits are named by the entry that deleted them.
           for (const e of log) {
@@ -1134,9 +1198,9 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
           }
         })
       const wrote2 = yield* stored(v2.workspaceId, v2.identity.id)
-      const wrote3 = yield* stored(v3.workspaceId, v3.identity.id)
-      assert.strictEqual(wrote3.log.length, 8)
-      assert.deepStrictEqual(wrote3, wrote2)
+      assert.strictEqual(wrote2.log.length, 8)
+      assert.deepStrictEqual(yield* stored(v3.workspaceId, v3.identity.id), wrote2)
+      assert.deepStrictEqual(yield* stored(v4.workspaceId, v4.identity.id), wrote2)
     }))
 }
 
@@ -1186,6 +1250,29 @@ export const sqlIdentitiesSuite = (it: Vitest.MethodsNonLive<IdentityStore | Sql
       const ok = yield* store.createIdentity({ workspaceId, externalId: "half", ratelimits: [rl("alpha")], now: T0, audit })
       assert.deepStrictEqual(names(ok), ["alpha"])
     })))
+
+  it.effect("what earlier versions write beside this one (their delete function, their create) has no request ids", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { identity, store, workspaceId } = yield* seeded([rl("alpha"), rl("beta")])
+      // An audit row as the create statement of earlier versions writes it: without the new columns.
+      yield* sql`INSERT INTO identity_kit_audit_log
+                   (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+                 VALUES (${newId("log")}, ${workspaceId}, 'identity.create', 'Created identity.', 'rootkey', 'key_old',
+                         'root key', '203.0.113.7', 'old/1.0', ${T0}::bigint, '[]'::json)`
+      const [row] = yield* sql<{ readonly found: boolean }>`
+        SELECT identity_kit_delete_identity_v1(${workspaceId}::text, 'user_1'::text, ${`{${newId("log")}}`}::text::text[],
+          'key_old'::text, 'root key'::text, '203.0.113.7'::text, 'old/1.0'::text, ${T0 + 1}::bigint) AS found`
+      assert.isTrue(row?.found)
+      assert.isNull(yield* store.getIdentity(workspaceId, identity.id))
+      const log = yield* store.listAuditLog(workspaceId)
+      assert.deepStrictEqual(log.map((e) => [e.event, e.userAgent, e.requestId, e.hostRequestId]), [
+        ["identity.create", "old/1.0", "", ""],
+        ["identity.delete", "old/1.0", "", ""],
+        ["ratelimit.delete", "old/1.0", "", ""],
+        ["ratelimit.delete", "old/1.0", "", ""]
+      ])
+    }))
 
   it.effect("a delete with more ratelimits than the audit ids sent makes the rest, in the same format", () =>
     Effect.gen(function*() {

@@ -254,15 +254,15 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const { store, workspaceId } = yield* seed
         const sql = yield* SqlClient.SqlClient
         const before = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements`
-        assert.deepStrictEqual(before.map((row) => row.name), ["identity_kit_create_identity_1"], "the seed's create")
+        assert.deepStrictEqual(before.map((row) => row.name), ["identity_kit_create_identity_2"], "the seed's create")
         assert.isNull(yield* store.findRootKey("no-such-hash"))
         yield* store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"i":1}`, audit, now: T0 + 1 })
         yield* store.updateIdentity({ workspaceId, identity: "user_1", ratelimits: [], audit, now: T0 + 2 })
         const prepared = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`
         assert.deepStrictEqual(prepared.map((row) => row.name), [
-          "identity_kit_create_identity_1",
+          "identity_kit_create_identity_2",
           "identity_kit_find_root_key_1",
-          "identity_kit_update_identity_3"
+          "identity_kit_update_identity_4"
         ])
         // The other endpoints' statements too.
         yield* store.getIdentity(workspaceId, "user_1")
@@ -271,13 +271,13 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         yield* store.deleteIdentity(workspaceId, "user_1", T0 + 3, audit)
         const all = yield* sql<{ readonly name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`
         assert.deepStrictEqual(all.map((row) => row.name), [
-          "identity_kit_create_identity_1",
-          "identity_kit_delete_identity_1",
+          "identity_kit_create_identity_2",
+          "identity_kit_delete_identity_2",
           "identity_kit_find_root_key_1",
           "identity_kit_get_identity_1",
           "identity_kit_list_identities_1",
           "identity_kit_search_identities_1",
-          "identity_kit_update_identity_3"
+          "identity_kit_update_identity_4"
         ])
       }))
 
@@ -356,7 +356,7 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const waiting = sql<{ readonly n: number }>`
           SELECT count(*)::int AS n FROM pg_stat_activity
           WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'
-            AND query LIKE '%identity_kit_update_identity_v3%'`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
+            AND query LIKE '%identity_kit_update_identity_v4%'`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
 
         const writer = yield* Effect.fork(
           store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"b":2}`, audit, now: T0 + 1 })

@@ -85,6 +85,10 @@ export interface AuditLogEntry {
   readonly actorName: string
   readonly remoteIp: string
   readonly userAgent: string
+  /** The kit's id of the request that wrote it (`req_…`, as in `meta.requestId`); `""` when none was given. */
+  readonly requestId: string
+  /** The host's id of that request (Fastify's `request.id`, an `X-Request-Id`); `""` when none was given. */
+  readonly hostRequestId: string
   readonly time: number
   readonly resources: ReadonlyArray<AuditResource>
 }
@@ -97,12 +101,16 @@ export interface RatelimitInput {
   readonly autoApply: boolean
 }
 
-/** Who did it and from where: recorded on every audit entry. */
+/** Who did it, from where and in which request: recorded on every audit entry. */
 export interface AuditContext {
   readonly actorId: string
   readonly actorName: string
   readonly remoteIp: string
   readonly userAgent: string
+  /** The kit's request id (`req_…`); stored as `""` when left out. */
+  readonly requestId?: string | undefined
+  /** The host's request id (at most 200 visible ASCII characters, checked before storage); stored as `""` when left out. */
+  readonly hostRequestId?: string | undefined
 }
 
 /** The write of spec §5, as the storage receives it. */

@@ -91,6 +91,8 @@ const auditEntry = (
   actorName: base.audit.actorName,
   remoteIp: base.audit.remoteIp,
   userAgent: base.audit.userAgent,
+  requestId: base.audit.requestId ?? "",
+  hostRequestId: base.audit.hostRequestId ?? "",
   time: base.time,
   resources
 })

@@ -382,8 +382,9 @@ END
 $fn$`
 
 /**
- * Version 3 of the write (migration 0006), what this version of the package calls. Versions 1 and 2
- * stay as they were: instances of earlier versions keep calling them during a rolling upgrade.
+ * Version 3 of the write (migration 0006). Versions 1 and 2 stay as they were: instances of
+ * earlier versions keep calling them during a rolling upgrade. Version 4 (migration 0008) is made
+ * from this text, so editing it would change an applied migration twice over.
  *
  * The same write with the same properties as version 2 (one call, the identity locked `FOR UPDATE`,
  * the change in statements whose snapshots are taken after the lock, audit entries in the same
@@ -543,8 +544,8 @@ const liveIdIndex = `CREATE INDEX IF NOT EXISTS ${LIVE_ID_INDEX}
   ON identity_kit_identities (workspace_id, id COLLATE "C") WHERE NOT deleted`
 
 /**
- * The soft delete of identities contract §4 in one call (migration 0005), so one round trip and one
- * (implicit) transaction. Answers whether a live identity with this id or externalId (an id match
+ * The soft delete of identities contract §4 in one call (migration 0005; version 2, made from this
+ * text, in 0008), so one round trip and one (implicit) transaction. Answers whether a live identity with this id or externalId (an id match
  * wins) was found in the workspace.
  *
  * 1. Find it (no lock): none → false.
@@ -615,6 +616,73 @@ BEGIN
 END
 $fn$`
 
+/**
+ * `text` with each `[from, to, count]` applied in turn: `from` must occur exactly `count` times,
+ * else this throws when the module loads (so in every test), rather than a function that misses
+ * a spot. Used to make a new version of a function from the previous one's text, which is as
+ * immutable as the migration that installed it.
+ */
+const derive = (
+  text: string,
+  replacements: ReadonlyArray<readonly [from: string, to: string, count: number]>
+): string =>
+  replacements.reduce((derived, [from, to, count]) => {
+    const parts = derived.split(from)
+    if (parts.length - 1 !== count) {
+      throw new Error(`identity-kit migrations: expected ${count} of ${JSON.stringify(from)}, found ${parts.length - 1}`)
+    }
+    return parts.join(to)
+  }, text)
+
+/**
+ * The request ids of audit entries (migration 0008): the kit's `req_…` and the host's own. `''`
+ * by default, so the rows written before, and those instances of earlier versions write during a
+ * rolling upgrade (through the functions and statement they know), read as "none given". A
+ * constant default is only recorded in the catalog (PostgreSQL 11 and later): the table is not
+ * rewritten, so the ALTER's exclusive lock lasts as long as the migration's transaction (the two
+ * functions below), after the writes in flight on the table end.
+ */
+const auditRequestIdColumns = `ALTER TABLE identity_kit_audit_log
+  ADD COLUMN request_id text NOT NULL DEFAULT '',
+  ADD COLUMN host_request_id text NOT NULL DEFAULT ''`
+
+// The audit parameters a function takes, and what its audit inserts name and write, before and
+// after the request ids.
+const auditSignature = [
+  "  p_user_agent text,\n  p_now bigint",
+  "  p_user_agent text,\n  p_request_id text,\n  p_host_request_id text,\n  p_now bigint"
+] as const
+const auditColumns = [
+  "remote_ip, user_agent, time, resources)",
+  "remote_ip, user_agent, request_id, host_request_id, time, resources)"
+] as const
+const auditValues = [
+  "p_remote_ip, p_user_agent, p_now",
+  "p_remote_ip, p_user_agent, p_request_id, p_host_request_id, p_now"
+] as const
+
+/**
+ * Version 4 of the write (migration 0008), what this version of the package calls: version 3 with
+ * `p_request_id` and `p_host_request_id` (after `p_user_agent`) written into each audit entry.
+ * Nothing else changes: the same statements, locks and plans. Versions 1–3 stay as they were for
+ * instances of earlier versions.
+ */
+const updateIdentityV4Function = derive(updateIdentityV3Function, [
+  ["FUNCTION identity_kit_update_identity_v3(", "FUNCTION identity_kit_update_identity_v4(", 1],
+  [...auditSignature, 1],
+  // The short path's one entry, and the entries of a new set.
+  [...auditColumns, 2],
+  [...auditValues, 2]
+])
+
+/** Version 2 of the soft delete (migration 0008): version 1 with the request ids, as `updateIdentityV4Function`. */
+const deleteIdentityV2Function = derive(deleteIdentityFunction, [
+  ["FUNCTION identity_kit_delete_identity_v1(", "FUNCTION identity_kit_delete_identity_v2(", 1],
+  [...auditSignature, 1],
+  [...auditColumns, 1],
+  [...auditValues, 1]
+])
+
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
 
@@ -628,7 +696,8 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   "0006_update_identity_v3": statements([updateIdentityV3Function]),
   // v3 again (CREATE OR REPLACE), now writing the identity row under REPEATABLE READ/SERIALIZABLE
   // even when only ratelimits change: databases that applied 0006 before that fix get it here.
-  "0007_update_identity_v3_isolation": statements([updateIdentityV3Function])
+  "0007_update_identity_v3_isolation": statements([updateIdentityV3Function]),
+  "0008_audit_request_ids": statements([auditRequestIdColumns, updateIdentityV4Function, deleteIdentityV2Function])
 }
 
 /** A migration as the migrator records it: `0004_root_key_notify` is id 4, name `root_key_notify`. */

@@ -5,8 +5,8 @@
  * first.
  *
  * Every method is one statement, so one round trip and atomic without `BEGIN`/`COMMIT`: the update
- * is one call of the `identity_kit_update_identity_v3` function and the delete one call of
- * `identity_kit_delete_identity_v1` (see migrations.ts for why they are functions), creating an
+ * is one call of the `identity_kit_update_identity_v4` function and the delete one call of
+ * `identity_kit_delete_identity_v2` (see migrations.ts for why they are functions), creating an
  * identity is one statement with data-modifying CTEs (identity, ratelimits, audit), and a page of
  * `listIdentities` is one index-backed statement with each identity's ratelimits as JSON text.
  * Every `SqlError` (and a row that does not decode) becomes a `StorageError` here, at the edge.
@@ -129,6 +129,8 @@ const AuditRow = Schema.Struct({
   actor_name: Schema.String,
   remote_ip: Schema.String,
   user_agent: Schema.String,
+  request_id: Schema.String,
+  host_request_id: Schema.String,
   time: SafeInteger,
   resources: Schema.parseJson(Schema.Array(Schema.Struct({
     type: Schema.Literal("identity", "ratelimit"),
@@ -280,11 +282,11 @@ const decodeRootKeyLookup = (rows: Rows, hash: string): RootKeyLookup | null => 
 // The requested set goes as four parallel arrays (names, limits, durations, autoApply): the
 // function reads them with `unnest`, cheaper for PostgreSQL than parsing and casting JSON.
 const UPDATE_IDENTITY: Statement = {
-  name: "identity_kit_update_identity_3",
+  name: "identity_kit_update_identity_4",
   text: `SELECT id, external_id, environment, meta, created_at, updated_at, ratelimits
-FROM identity_kit_update_identity_v3($1::text, $2::text, $3::text::json, $4::text::text[], $5::text::bigint[],
+FROM identity_kit_update_identity_v4($1::text, $2::text, $3::text::json, $4::text::text[], $5::text::bigint[],
   $6::text::bigint[], $7::text::boolean[], $8::text::text[], $9::text::text[], $10::text, $11::text, $12::text,
-  $13::text, $14::bigint)`
+  $13::text, $14::text, $15::text, $16::bigint)`
 }
 
 const updateColumns = columns("updateIdentity")
@@ -352,7 +354,7 @@ const parseSentMeta = (text: string): JsonObject => JSON.parse(text)
  * creates queue on that index entry, so exactly one commits.
  */
 const CREATE_IDENTITY: Statement = {
-  name: "identity_kit_create_identity_1",
+  name: "identity_kit_create_identity_2",
   text: `WITH identity AS (
   INSERT INTO identity_kit_identities (id, workspace_id, external_id, environment, meta, deleted, created_at, updated_at)
   VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::json, false, $6::bigint, NULL)
@@ -370,9 +372,10 @@ created AS (
   FROM req CROSS JOIN identity i
 )
 INSERT INTO identity_kit_audit_log
-  (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+  (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, request_id,
+   host_request_id, time, resources)
 SELECT ($8::text::text[])[e.n], $2::text, e.event, e.display, 'rootkey', $9::text, $10::text, $11::text, $12::text,
-       $6::bigint,
+       $13::text, $14::text, $6::bigint,
        CASE WHEN e.rl_id IS NULL
          THEN json_build_array(json_build_object('type', 'identity', 'id', $1::text, 'name', $3::text))
          ELSE json_build_array(
@@ -436,11 +439,11 @@ ORDER BY i.id COLLATE "C"
 LIMIT $3::integer`
 }
 
-/** The soft delete of migration 0005's function (one call: one round trip, one transaction). */
+/** The soft delete of migration 0008's function (one call: one round trip, one transaction). */
 const DELETE_IDENTITY: Statement = {
-  name: "identity_kit_delete_identity_1",
-  text: `SELECT identity_kit_delete_identity_v1($1::text, $2::text, $3::text::text[], $4::text, $5::text, $6::text,
-  $7::text, $8::bigint)`
+  name: "identity_kit_delete_identity_2",
+  text: `SELECT identity_kit_delete_identity_v2($1::text, $2::text, $3::text::text[], $4::text, $5::text, $6::text,
+  $7::text, $8::text, $9::text, $10::bigint)`
 }
 
 // Audit ids a delete sends: `identity.delete` and as many ratelimits as a request can set (50);
@@ -479,13 +482,21 @@ const decodePage = (rows: Rows, query: IdentityListQuery): IdentityPage => {
   return next === undefined ? { identities } : { identities, cursor: listColumns.text(next[0], "id") }
 }
 
-const NO_AUDIT = [null, null, null, null, null] as const
+const NO_AUDIT = [null, null, null, null, null, null, null] as const
 
-/** The audit parameters of create and delete: the entries' ids, then who and from where. */
+/** The audit parameters of create and delete: the entries' ids, then who, from where and in which request. */
 const auditParameters = (audit: AuditContext | undefined, ids: () => string) =>
   audit === undefined
     ? NO_AUDIT
-    : [ids(), audit.actorId, audit.actorName, audit.remoteIp, audit.userAgent] as const
+    : [
+      ids(),
+      audit.actorId,
+      audit.actorName,
+      audit.remoteIp,
+      audit.userAgent,
+      audit.requestId ?? "",
+      audit.hostRequestId ?? ""
+    ] as const
 
 // A character that needs a backslash inside a quoted array element, or a UTF-16 surrogate (a lone
 // one is made U+FFFD by `wellFormed`, as every driver's UTF-8 encoding would).
@@ -660,6 +671,8 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
           update.audit.actorName,
           update.audit.remoteIp,
           update.audit.userAgent,
+          update.audit.requestId ?? "",
+          update.audit.hostRequestId ?? "",
           update.now
         ],
         (rows) => decodeUpdatedIdentity(rows, update)
@@ -791,7 +804,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       "listAuditLog",
       AuditRows,
       sql`SELECT id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent,
-                 time, resources::text AS resources
+                 request_id, host_request_id, time, resources::text AS resources
           FROM identity_kit_audit_log
           WHERE workspace_id = ${workspaceId}
           ORDER BY seq`
@@ -806,6 +819,8 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       actorName: row.actor_name,
       remoteIp: row.remote_ip,
       userAgent: row.user_agent,
+      requestId: row.request_id,
+      hostRequestId: row.host_request_id,
       time: row.time,
       resources: row.resources
     }))
