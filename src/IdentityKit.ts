@@ -69,7 +69,10 @@ export interface IdentityKit {
   readonly answerError: (error: ApiError, headers: PlainRequest["headers"]) => PlainResponse
   /** The options in force (defaults filled in). */
   readonly options: ResolvedHttpOptions
-  /** Runs an Effect with the kit's services, e.g. `kit.run(Admin.createWorkspace())`. */
+  /**
+   * Runs an Effect with the kit's services, e.g. `kit.run(Admin.createWorkspace())`. Rejects with
+   * the Effect's error itself (a tagged error such as `IdentityConflict`; a defect's thrown value).
+   */
   readonly run: <A, E>(effect: Effect.Effect<A, E, IdentityKitServices>) => Promise<A>
   /**
    * Builds the storage now (connects, migrates or finds the tables) and checks it answers; rejects
@@ -349,8 +352,14 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       })
     })
 
+  // Rejects with the failure itself (`instanceof IdentityConflict`, `_tag`), not Effect's
+  // `FiberFailure` wrapper: a Promise caller should not need Effect to read an error.
   const run = <A, E2>(effect: Effect.Effect<A, E2, IdentityKitServices>): Promise<A> =>
-    getRuntime().then((rt) => Runtime.runPromise(rt, effect))
+    getRuntime().then((rt) =>
+      Runtime.runPromiseExit(rt, effect).then((exit) =>
+        Exit.isSuccess(exit) ? exit.value : Promise.reject(Cause.squash(exit.cause))
+      )
+    )
 
   // The storage's answer to a cheap query, bounded by the request deadline.
   const probe = (): Promise<void> =>
