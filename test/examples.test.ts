@@ -10,12 +10,14 @@ import { Unkey } from "@unkey/api"
 import { describe, expect, it } from "vitest"
 import * as expressApp from "../examples/express-app.js"
 import * as fastifyApp from "../examples/fastify-app.js"
+import * as honoApp from "../examples/hono.js"
 import * as nodeHttp from "../examples/node-http.js"
 
 const examples = [
   { file: "express-app.ts", start: expressApp.start },
   { file: "fastify-app.ts", start: fastifyApp.start },
-  { file: "node-http.ts", start: nodeHttp.start }
+  { file: "node-http.ts", start: nodeHttp.start },
+  { file: "hono.ts", start: honoApp.start }
 ] as const
 
 const update = (url: string, rootKey: string) =>
