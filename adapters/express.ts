@@ -33,9 +33,11 @@ import {
   handleNodeRequestWithBody,
   type KitOrOptions,
   type NodeRequestFacts,
+  noteMount,
   rawPathname,
   readRequestBody,
-  resolveKit
+  resolveKit,
+  warnBasePathAndMount
 } from "./node.js"
 import type { IdentityKit } from "./node.js"
 
@@ -124,11 +126,22 @@ const facts = (req: Request): NodeRequestFacts => ({ clientIp: req.ip, requestId
  */
 export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMiddleware => {
   const { kit, owned } = resolveKit(options)
+  // Each misconfiguration is said once per middleware, not per request.
+  let warnedBasePath = false
   const middleware: RequestHandler = (req, res, next) => {
     // `req.url` is relative to the mount point in Express 4 and 5, nested routers included. It is
     // matched as sent: dot segments are not resolved, so `/x/../v2/…` is not a route.
     const path = rawPathname(req.url)
-    if (!kit.handles(path)) return next()
+    if (!kit.handles(path)) {
+      // A route requested as if there were no basePath, below a mount path: basePath and the mount
+      // path were both set to the same prefix (`app.use("/api", identityKit({ basePath: "/api" }))`).
+      if (!warnedBasePath && req.baseUrl !== "" && kit.options.basePath !== "" && kit.handles(kit.options.basePath + path)) {
+        warnedBasePath = true
+        warnBasePathAndMount(kit, req.baseUrl, "Express")
+      }
+      return next()
+    }
+    noteMount(kit, req.app, req.baseUrl === "" ? "/" : req.baseUrl, "Express")
     // Never throws (Express 4 would not catch a rejection either); errors are answered as JSON.
     // `req.ip`: the client under the app's `trust proxy` setting.
     handleNodeRequest(kit, req, res, path, facts(req))

@@ -21,7 +21,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify"
 import { InternalError, InvalidInput, PayloadTooLarge, ValidationIssue } from "../src/Errors.js"
 import { hostRequestIdOf, type PlainRequest, type PlainResponse } from "../src/http/plain.js"
-import { type IdentityKit, type KitOrOptions, mergedHeader, resolveKit } from "./node.js"
+import { type IdentityKit, type KitOrOptions, mergedHeader, noteMount, resolveKit, warnBasePathAndMount } from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
 
@@ -90,6 +90,11 @@ const plainRequest = (request: FastifyRequest, path: string, body: Uint8Array): 
 export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (fastify, options) => {
   const { kit, owned } = resolveKit(options)
   if (owned) fastify.addHook("onClose", async () => await kit.dispose())
+  // Misconfigurations Fastify lets us see at registration (its `prefix`; the root instance owns
+  // the HTTP server every encapsulated instance shares).
+  const prefix = fastify.prefix
+  if (prefix !== "" && kit.options.basePath !== "") warnBasePathAndMount(kit, prefix, "Fastify")
+  noteMount(kit, fastify.server, prefix === "" ? "/" : prefix, "Fastify")
   const limit = kit.options.maxBodyBytes
 
   // Every body as raw bytes, whatever its Content-Type: the API answers a wrong Content-Type or bad

@@ -35,6 +35,49 @@ export const resolveKit = <E>(options: KitOrOptions<E>): { readonly kit: Identit
   return "kit" in options ? { kit: options.kit, owned: false } : { kit: makeIdentityKit(options), owned: true }
 }
 
+/**
+ * Where each kit is mounted, per server (an Express app, a Fastify root instance): a kit may serve
+ * several servers, but the same kit twice in one server is almost always a mistake (two mount paths
+ * serving the same routes, one of them usually by accident). Keyed by `kit.handle`, which copies of
+ * a kit (`createFetchHandler({ kit })`) share.
+ */
+const mounts = new WeakMap<IdentityKit["handle"], WeakMap<object, string>>()
+
+/**
+ * Records that `kit` serves `server` at `where`; warns once (a Node process warning,
+ * `IDENTITY_KIT_MOUNTED_TWICE`) when the same server already has it at another place.
+ */
+export const noteMount = (kit: IdentityKit, server: object, where: string, framework: string): void => {
+  let byServer = mounts.get(kit.handle)
+  if (byServer === undefined) {
+    byServer = new WeakMap()
+    mounts.set(kit.handle, byServer)
+  }
+  const before = byServer.get(server)
+  if (before === undefined) return void byServer.set(server, where)
+  if (before === where || before.startsWith("\u0000")) return
+  byServer.set(server, "\u0000" + before)
+  process.emitWarning(
+    `identity-kit: one kit is mounted twice in the same ${framework} app (at ${JSON.stringify(before)} and ` +
+      `${JSON.stringify(where)}): both serve its routes. Mount it once, or build a kit per mount point.`,
+    { code: "IDENTITY_KIT_MOUNTED_TWICE" }
+  )
+}
+
+/**
+ * Warns once (`IDENTITY_KIT_BASE_PATH_AND_MOUNT`) when a kit with a `basePath` is also mounted below a
+ * path by the framework: its routes are then at mount path + basePath (`/api/api/v2/…`).
+ */
+export const warnBasePathAndMount = (kit: IdentityKit, mountPath: string, framework: string): void => {
+  const basePath = kit.options.basePath
+  process.emitWarning(
+    `identity-kit: the kit has basePath ${JSON.stringify(basePath)} and is mounted by ${framework} at ` +
+      `${JSON.stringify(mountPath)}: its routes are at ${mountPath}${basePath}/v2/identities.*. ` +
+      `Let ${framework}'s mount path do it alone: drop basePath.`,
+    { code: "IDENTITY_KIT_BASE_PATH_AND_MOUNT" }
+  )
+}
+
 /** The path of a request target as sent (no query), without resolving `.` or `..` segments. */
 export const rawPathname = (target: string | undefined): string => {
   const path = target ?? "/"
