@@ -7,7 +7,8 @@
  * sits under node_modules/.cache so that its dependencies resolve to this repository's node_modules.
  */
 import { execFile } from "node:child_process"
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
+import { createRequire } from "node:module"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
@@ -79,6 +80,8 @@ it("require() of every entry point in package.json exports works from CommonJS, 
       files: entries.map((entry) => join(root, entry.source))
     }))
     await copyFile(join(root, "package.json"), join(dir, "package.json"))
+    // The `require` entries (cjs/*.cjs) load the built ES modules.
+    await cp(join(root, "cjs"), join(dir, "cjs"), { recursive: true })
     await run(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", join(dir, "tsconfig.json")])
     await writeFile(join(dir, "check.cjs"), checkScript(entries.map((entry) => entry.specifier)))
     const { stdout } = await run(process.execPath, [join(dir, "check.cjs")], { cwd: dir })
@@ -87,3 +90,12 @@ it("require() of every entry point in package.json exports works from CommonJS, 
     await rm(dir, { recursive: true, force: true })
   }
 }, 60_000)
+
+it("on a Node.js that cannot require() ES modules (ERR_REQUIRE_ESM), the require entry says what to do", () => {
+  const load = createRequire(import.meta.url)(join(root, "cjs", "require.cjs")) as (importer: () => unknown) => unknown
+  const tooOld = Object.assign(new Error("require() of ES Module … not supported."), { code: "ERR_REQUIRE_ESM" })
+  expect(() => load(() => { throw tooOld })).toThrow(/identity-kit is an ES module: require\(\) loads it on Node\.js 20\.19 or newer .*Upgrade Node\.js, or load it with import\(\)/)
+  const other = new Error("something else")
+  expect(() => load(() => { throw other })).toThrow(other)
+  expect(load(() => 42)).toBe(42)
+})

@@ -1,0 +1,3 @@
+"use strict"
+// The `require` entry of identity-kit/fetch: the ES module, or a clear error on a Node.js too old to require() it.
+module.exports = require("./require.cjs")(() => require("../dist/adapters/fetch.js"))
