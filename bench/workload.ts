@@ -3,7 +3,6 @@
  * (`server.ts`, memory storage) and the in-process run (`inprocess.ts`), so all three load the same
  * volume and send the same bodies as the peers in `bench/peers`.
  */
-import { Redacted } from "effect"
 import { type IdentityKit, UPDATE_IDENTITY_PERMISSION } from "identity-kit"
 
 /** Identities seeded, `user_1` … `user_10000`, each with ratelimits `rl1` and `rl2`. */
@@ -47,7 +46,7 @@ export const seed = async (
     workspaceId: WORKSPACE_ID,
     name: "bench",
     permissions: ROOT_KEY_PERMISSIONS,
-    ...(options.key === undefined ? {} : { key: Redacted.make(options.key) })
+    ...(options.key === undefined ? {} : { key: options.key })
   })
   let next = 1
   const worker = async () => {
@@ -65,5 +64,5 @@ export const seed = async (
     }
   }
   await Promise.all(Array.from({ length: options.concurrency }, worker))
-  return { authorization: `Bearer ${Redacted.value(key)}`, keyId: rootKey.id }
+  return { authorization: `Bearer ${key}`, keyId: rootKey.id }
 }

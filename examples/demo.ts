@@ -5,10 +5,11 @@
  */
 import type { Server } from "node:net"
 import { Redacted } from "effect"
-import { type IdentityKit, permissions } from "identity-kit"
+import type { IdentityKit } from "identity-kit"
+import { demoPermissions } from "../src/cli/demo.js"
 
-/** Every permission of the identities API: the demo key may create, read, update and delete. */
-export const demoPermissions: ReadonlyArray<string> = Object.values(permissions)
+// The same permissions and curls as `identity-kit serve --demo` prints.
+export { curlFor, demoPermissions, listCurlFor } from "../src/cli/demo.js"
 
 /** What `seedDemo` created. */
 export interface Demo {
@@ -29,26 +30,9 @@ export const seedDemo = async (kit: IdentityKit): Promise<Demo> => {
       meta: { plan: "free" },
       ratelimits: [{ name: "requests", limit: 100, duration: 60_000 }]
     }))
-  return { workspaceId: workspace.id, rootKey: Redacted.value(key), identityId: identity.id }
+  // The admin API hands the key out as a string, or `Redacted` in older versions.
+  return { workspaceId: workspace.id, rootKey: typeof key === "string" ? key : Redacted.value(key), identityId: identity.id }
 }
-
-/** A curl that lists the identities through the API at `url` (the mount point). */
-export const listCurlFor = (url: string, rootKey: string): string =>
-  [
-    `curl -X POST '${url}/v2/identities.listIdentities'`,
-    `  -H "Authorization: Bearer ${rootKey}"`,
-    `  -H 'Content-Type: application/json'`,
-    `  -d '{"limit":10}'`
-  ].join(" \\\n")
-
-/** A curl that updates `user_123` through the API at `url` (the mount point). */
-export const curlFor = (url: string, rootKey: string): string =>
-  [
-    `curl -X POST '${url}/v2/identities.updateIdentity'`,
-    `  -H "Authorization: Bearer ${rootKey}"`,
-    `  -H 'Content-Type: application/json'`,
-    `  -d '{"identity":"user_123","meta":{"plan":"premium"},"ratelimits":[{"name":"requests","limit":1000,"duration":3600000,"autoApply":true}]}'`
-  ].join(" \\\n")
 
 /** The port a listening server is bound to. */
 export const portOf = (server: Server): number => {

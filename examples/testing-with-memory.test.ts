@@ -8,7 +8,6 @@
  */
 import { Unkey } from "@unkey/api"
 import { NotFoundErrorResponse } from "@unkey/api/models/errors"
-import { Redacted } from "effect"
 import { layerMemory } from "identity-kit"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { type StartedExample, start } from "./express-app.js"
@@ -29,7 +28,7 @@ describe("a host app's own tests, on in-memory storage", () => {
     })
     await app.kit.admin.createIdentity({ workspaceId, externalId: "customer_42", meta: { plan: "free" } })
     // No retries: a test wants the first answer.
-    unkey = new Unkey({ rootKey: Redacted.value(key), serverURL: app.url, retryConfig: { strategy: "none" } })
+    unkey = new Unkey({ rootKey: key, serverURL: app.url, retryConfig: { strategy: "none" } })
   })
 
   afterEach(async () => {
@@ -47,7 +46,7 @@ describe("a host app's own tests, on in-memory storage", () => {
 
     const stored = await app.kit.admin.getIdentity(workspaceId, "customer_42")
     expect(stored?.meta).toEqual({ plan: "pro" })
-    const audit = await app.kit.admin.listAuditLog(workspaceId)
+    const { items: audit } = await app.kit.admin.listAuditLog(workspaceId)
     expect(audit.map((entry) => entry.event)).toEqual(["identity.update", "ratelimit.create"])
   })
 
@@ -59,7 +58,7 @@ describe("a host app's own tests, on in-memory storage", () => {
     expect(listed.result.data.map((identity) => identity.externalId).sort()).toEqual(["customer_42", "customer_43"])
     await unkey.identities.deleteIdentity({ identity: "customer_43" })
     expect(await app.kit.admin.getIdentity(workspaceId, "customer_43")).toBeNull()
-    const audit = await app.kit.admin.listAuditLog(workspaceId)
+    const { items: audit } = await app.kit.admin.listAuditLog(workspaceId)
     expect(audit.map((entry) => entry.event)).toEqual(["identity.create", "identity.delete"])
   })
 

@@ -12,11 +12,19 @@ export class ValidationIssue extends Schema.Class<ValidationIssue>("ValidationIs
   fix: Schema.optional(Schema.String)
 }) {}
 
-/** 400 invalid_input: request shape (V1–V5), duplicate ratelimit names (B4), meta too large (B5). */
+/**
+ * 400 invalid_input: request shape (V1–V5), duplicate ratelimit names (B4), meta too large (B5).
+ * Also the admin API's failure for invalid input, its `errors` located under the parameter's name.
+ */
 export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
   detail: Schema.String,
   errors: Schema.Array(ValidationIssue)
-}) {}
+}) {
+  // What a Promise caller of `kit.admin` sees first: the detail, not the fields as JSON.
+  override get message(): string {
+    return this.detail
+  }
+}
 
 /** 413: the body is larger than the configured limit (T1). */
 export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", {
@@ -43,8 +51,18 @@ export class KeyExpired extends Schema.TaggedError<KeyExpired>()("KeyExpired", {
 /** 403: the key's workspace is disabled (A8). */
 export class WorkspaceDisabled extends Schema.TaggedError<WorkspaceDisabled>()("WorkspaceDisabled", {}) {}
 
-/** 404: the key's workspace does not exist (A9). */
-export class WorkspaceNotFound extends Schema.TaggedError<WorkspaceNotFound>()("WorkspaceNotFound", {}) {}
+/**
+ * 404: the key's workspace does not exist (A9). Also the admin API's failure when a root key or an
+ * identity is made for a workspace that does not exist; `workspaceId` then names it (the HTTP answer
+ * never shows it).
+ */
+export class WorkspaceNotFound extends Schema.TaggedError<WorkspaceNotFound>()("WorkspaceNotFound", {
+  workspaceId: Schema.optional(Schema.String)
+}) {
+  override get message(): string {
+    return this.workspaceId === undefined ? "The workspace does not exist." : `Workspace '${this.workspaceId}' does not exist.`
+  }
+}
 
 /** 403: the key lacks the exact permission (A10). */
 export class InsufficientPermissions extends Schema.TaggedError<InsufficientPermissions>()(

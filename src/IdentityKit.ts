@@ -4,10 +4,20 @@
  * `fetch` for WHATWG ones). Build it once, mount it in one or several servers, dispose it when the
  * host closes.
  */
-import { Cause, Duration, Effect, Exit, type FiberId, FiberRef, Layer, ManagedRuntime, Runtime } from "effect"
+import { Cause, Duration, Effect, Exit, type FiberId, FiberRef, Layer, ManagedRuntime, Redacted, Runtime } from "effect"
 import * as Admin from "./Admin.js"
 import { type ApiError, InternalError, ServiceUnavailable, StorageError } from "./Errors.js"
 import { newId } from "./domain/Ids.js"
+import type {
+  AuditLogEntry,
+  Identity,
+  IdentityPageQuery,
+  Page,
+  PageQuery,
+  RootKey,
+  RootKeyInfo,
+  Workspace
+} from "./domain/Model.js"
 import { causeMessages, makeFailureLog, type TelemetryOptions, telemetryLayer, telemetryRuntime } from "./internal/log.js"
 import type { EndpointServices } from "./http/endpoint.js"
 import { hostRequestIdOf, type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
@@ -85,17 +95,12 @@ export interface IdentityKit {
    * `requestTimeout`). Never rejects: `{ status: "unavailable", reason }` says why.
    */
   readonly health: () => Promise<HealthStatus>
-  /** Promise versions of the admin operations, on this kit's storage. */
-  readonly admin: {
-    readonly createWorkspace: (...args: Parameters<typeof Admin.createWorkspace>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.createWorkspace>>>
-    readonly issueRootKey: (...args: Parameters<typeof Admin.issueRootKey>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.issueRootKey>>>
-    readonly updateRootKey: (...args: Parameters<typeof Admin.updateRootKey>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.updateRootKey>>>
-    readonly revokeRootKey: (...args: Parameters<typeof Admin.revokeRootKey>) => Promise<boolean>
-    readonly createIdentity: (...args: Parameters<typeof Admin.createIdentity>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.createIdentity>>>
-    readonly getIdentity: (...args: Parameters<typeof Admin.getIdentity>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.getIdentity>>>
-    readonly deleteIdentity: (...args: Parameters<typeof Admin.deleteIdentity>) => Promise<boolean>
-    readonly listAuditLog: (...args: Parameters<typeof Admin.listAuditLog>) => Promise<Effect.Effect.Success<ReturnType<typeof Admin.listAuditLog>>>
-  }
+  /**
+   * Promise versions of the admin operations (`Admin.*`), on this kit's storage, with plain values
+   * only: the issued key is a string, and a key given may be a string or a `Redacted`. Each rejects
+   * with the tagged error itself (`InvalidInput`, `WorkspaceNotFound`, `IdentityConflict`, …).
+   */
+  readonly admin: IdentityKitAdmin
   /**
    * Stops taking storage work (such requests get 503; routing and validation still answer), lets
    * the requests in flight finish (up to `drainTimeout`, then interrupts them: 503), and releases
@@ -104,12 +109,40 @@ export interface IdentityKit {
   readonly dispose: () => Promise<void>
 }
 
+/** `kit.admin`: the admin operations as promises of plain values (see `Admin` for each one). */
+export interface IdentityKitAdmin {
+  readonly createWorkspace: (input?: Admin.CreateWorkspace) => Promise<Workspace>
+  /** `key` is the plaintext, shown this once: only its SHA-256 hash is stored. */
+  readonly issueRootKey: (input: Admin.IssueRootKeyPlain) => Promise<{ readonly rootKey: RootKey; readonly key: string }>
+  readonly updateRootKey: (keyId: string, patch: Admin.RootKeyUpdate) => Promise<RootKey | null>
+  readonly revokeRootKey: (keyId: string) => Promise<boolean>
+  readonly createIdentity: (input: Admin.CreateIdentity) => Promise<Identity>
+  readonly getIdentity: (workspaceId: string, identity: string) => Promise<Identity | null>
+  readonly deleteIdentity: (workspaceId: string, identity: string) => Promise<boolean>
+  readonly listWorkspaces: (query?: PageQuery) => Promise<Page<Workspace>>
+  readonly listRootKeys: (workspaceId: string, query?: PageQuery) => Promise<Page<RootKeyInfo>>
+  readonly listIdentities: (workspaceId: string, query?: IdentityPageQuery) => Promise<Page<Identity>>
+  readonly listAuditLog: (workspaceId: string, query?: PageQuery) => Promise<Page<AuditLogEntry>>
+}
+
 /** What `kit.health()` resolves with. */
 export type HealthStatus =
   | { readonly status: "ok" }
   | { readonly status: "unavailable"; readonly reason: string }
 
 const EMPTY = new Uint8Array(0)
+
+/**
+ * `kit.admin.issueRootKey`'s input as `Admin.issueRootKey` takes it: a string key wrapped in a
+ * `Redacted` of this package's copy of effect. Anything else goes on unchanged, for
+ * `Admin.issueRootKey` to accept (a `Redacted`) or refuse with `InvalidInput`.
+ */
+const plainKeyInput = (input: Admin.IssueRootKeyPlain): Admin.IssueRootKey => {
+  // A JavaScript caller's non-object goes on as it is, for `InvalidInput` at `input`.
+  if (typeof input !== "object" || input === null) return input
+  const { key, ...rest } = input
+  return key === undefined ? rest : { ...rest, key: typeof key === "string" ? Redacted.make(key) : key }
+}
 
 /** Why the storage is not ready, as one sentence with what to do about it. */
 const describeFailure = (error: unknown): string => {
@@ -388,14 +421,18 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
         (cause: unknown): HealthStatus => ({ status: "unavailable", reason: describeFailure(cause) })
       ),
     admin: {
-      createWorkspace: (...args) => run(Admin.createWorkspace(...args)),
-      issueRootKey: (...args) => run(Admin.issueRootKey(...args)),
-      updateRootKey: (...args) => run(Admin.updateRootKey(...args)),
-      revokeRootKey: (...args) => run(Admin.revokeRootKey(...args)),
-      createIdentity: (...args) => run(Admin.createIdentity(...args)),
-      getIdentity: (...args) => run(Admin.getIdentity(...args)),
-      deleteIdentity: (...args) => run(Admin.deleteIdentity(...args)),
-      listAuditLog: (...args) => run(Admin.listAuditLog(...args))
+      createWorkspace: (input) => run(Admin.createWorkspace(input)),
+      issueRootKey: (input) =>
+        run(Admin.issueRootKey(plainKeyInput(input))).then(({ key, rootKey }) => ({ rootKey, key: Redacted.value(key) })),
+      updateRootKey: (keyId, patch) => run(Admin.updateRootKey(keyId, patch)),
+      revokeRootKey: (keyId) => run(Admin.revokeRootKey(keyId)),
+      createIdentity: (input) => run(Admin.createIdentity(input)),
+      getIdentity: (workspaceId, identity) => run(Admin.getIdentity(workspaceId, identity)),
+      deleteIdentity: (workspaceId, identity) => run(Admin.deleteIdentity(workspaceId, identity)),
+      listWorkspaces: (query) => run(Admin.listWorkspaces(query)),
+      listRootKeys: (workspaceId, query) => run(Admin.listRootKeys(workspaceId, query)),
+      listIdentities: (workspaceId, query) => run(Admin.listIdentities(workspaceId, query)),
+      listAuditLog: (workspaceId, query) => run(Admin.listAuditLog(workspaceId, query))
     },
     dispose: async () => {
       if (disposed) return

@@ -13,7 +13,7 @@ import {
   NotFoundErrorResponse,
   UnauthorizedErrorResponse
 } from "@unkey/api/models/errors"
-import { type Layer, Redacted, Schema } from "effect"
+import { type Layer, Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { fastifyKitV4, type Host, type HostConfig, HOST_ORIGIN, hostConfigs, hostKinds } from "./support/hosts.js"
 import { layerHanging, layerObserved, type Seeded, seed } from "./support/seed.js"
@@ -25,6 +25,8 @@ import express4 from "express4"
 import express5 from "express5"
 import fastify4 from "fastify4"
 import fastify5 from "fastify5"
+import { auditLogOf } from "./support/audit.js"
+import { layerMemoryWithGoneWorkspace } from "./support/gone-workspace.js"
 
 const ROUTE = "/v2/identities.updateIdentity"
 const LIMIT = 2048
@@ -479,7 +481,8 @@ const scenarios: ReadonlyArray<Scenario> = [
 const useHost = (config: HostConfig): (() => Ctx) => {
   let ctx: Ctx | undefined
   beforeAll(async () => {
-    const host = await config.start({ storage: layerMemory, maxBodyBytes: LIMIT })
+    // The memory store in which the seed's `missingWorkspaceKey` is found without its workspace (A9).
+    const host = await config.start({ storage: layerMemoryWithGoneWorkspace, maxBodyBytes: LIMIT })
     ctx = { host, seed: await seed(host.kit) }
   })
   afterAll(async () => {
@@ -572,7 +575,7 @@ for (const config of hostKinds) {
           "identity.*.delete_identity"
         ]
       })
-      const unkey = sdk(Redacted.value(issued.key))
+      const unkey = sdk(issued.key)
       const externalId = `sdk_${config.name.replace(/[^a-zA-Z0-9]/g, "_")}`
       const created = await unkey.identities.createIdentity({
         externalId,
@@ -607,7 +610,7 @@ for (const config of hostKinds) {
         body: json({ identity: "user_plain", meta: { audited: true } })
       })
       expect(response.status).toBe(200)
-      const log = await ctx.host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+      const log = await auditLogOf(ctx.host.kit, ctx.seed.workspaceId)
       expect(log.at(-1)).toMatchObject({ event: "identity.update", remoteIp: ctx.host.peerAddress, userAgent: "adapter-test/1.0" })
     })
 
@@ -622,7 +625,7 @@ for (const config of hostKinds) {
             body: json({ identity: "user_plain", meta: { trusted: String(trustProxy) } })
           })
           expect(response.status).toBe(200)
-          const log = await host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+          const log = await auditLogOf(host.kit, ctx.seed.workspaceId)
           expect([trustProxy, log.at(-1)?.remoteIp]).toEqual([trustProxy, expected])
         } finally {
           await host.close()
@@ -637,7 +640,7 @@ for (const config of hostKinds) {
         body: json({ identity: "user_plain", meta: { audited: "peer" } })
       })
       expect(response.status).toBe(200)
-      const log = await ctx.host.kit.admin.listAuditLog(ctx.seed.workspaceId)
+      const log = await auditLogOf(ctx.host.kit, ctx.seed.workspaceId)
       expect(log.at(-1)).toMatchObject({ remoteIp: ctx.host.peerAddress, userAgent: "adapter-test/2.0" })
     })
 
@@ -806,7 +809,7 @@ describe("paths as sent, shared kits, host errors", () => {
           body: json({ identity: "user_plain" })
         }), { remoteAddress: "192.0.2.10" })
         expect(response.status).toBe(200)
-        return (await kit.admin.listAuditLog(seeded.workspaceId)).at(-1)?.remoteIp
+        return (await auditLogOf(kit, seeded.workspaceId)).at(-1)?.remoteIp
       } finally {
         await kit.dispose()
       }

@@ -62,7 +62,7 @@ describe("the storage layer's runtime applies to requests", () => {
       const response = yield* Effect.promise(() =>
         kit.fetch(new Request(`http://localhost${ROUTE}`, {
           method: "POST",
-          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
           body: JSON.stringify({ identity: "anyone" })
         }))
       )

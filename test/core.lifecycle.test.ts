@@ -5,7 +5,7 @@
  */
 import { getEventListeners } from "node:events"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Redacted } from "effect"
+import { Deferred, Effect, Layer } from "effect"
 import { IdentityStore, layerMemory, makeIdentityKit, makeMemory, ROUTE } from "identity-kit"
 
 /** Memory storage whose `updateIdentity` waits for `gate` (and `getIdentity` interrupts itself). */
@@ -28,7 +28,7 @@ const seedKit = async (storage: Layer.Layer<IdentityStore>) => {
     workspaceId: "ws_life",
     permissions: ["identity.*.update_identity", "identity.*.read_identity"]
   })
-  return { kit, key: Redacted.value(key) }
+  return { kit, key }
 }
 
 const post = (key: string, path: string, body: object) =>
@@ -130,7 +130,7 @@ describe("dispose drains", () => {
       const kit = makeIdentityKit({ storage: hanging, drainTimeout: "50 millis" })
       yield* Effect.promise(() => kit.admin.createWorkspace({ id: "ws_hang" }))
       const { key } = yield* Effect.promise(() => kit.admin.issueRootKey({ workspaceId: "ws_hang" }))
-      const inFlight = Array.from({ length: 3 }, () => kit.fetch(post(Redacted.value(key), ROUTE, { identity: "x" })))
+      const inFlight = Array.from({ length: 3 }, () => kit.fetch(post(key, ROUTE, { identity: "x" })))
       yield* Effect.sleep("20 millis")
       yield* Effect.promise(() => kit.dispose())
       const statuses = yield* Effect.promise(() => Promise.all(inFlight.map((response) => response.then((r) => r.status))))

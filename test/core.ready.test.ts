@@ -138,7 +138,9 @@ describe("kit.ready()", () => {
         const error = yield* Effect.promise(() => kit.ready().then(() => undefined, (e: unknown) => e))
         assert.instanceOf(error, Error)
         if (error instanceof Error) {
-          assert.match(error.message, /at migration 0004_\w+, and this version of identity-kit needs 0007_\w+/)
+          // The newest migration, from the record (a literal went stale with each new migration).
+          const latest = Object.keys(migrations).sort().at(-1) ?? ""
+          assert.include(error.message, `at migration 0004_root_key_notify, and this version of identity-kit needs ${latest}`)
           assert.match(error.message, /Run the migrations/)
         }
         assert.strictEqual((yield* Effect.promise(() => kit.health())).status, "unavailable")
@@ -240,7 +242,7 @@ describe("requestTimeout", () => {
       const response = await kit.fetch(
         new Request(`http://localhost${ROUTE}`, {
           method: "POST",
-          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
           body: JSON.stringify({ identity: "x" })
         })
       )
@@ -252,7 +254,7 @@ describe("requestTimeout", () => {
         kit.handle({
           method: "POST",
           path: ROUTE,
-          headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
           body: new TextEncoder().encode(JSON.stringify({ identity: "x" }))
         }, resolve)
       })

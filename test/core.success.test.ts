@@ -9,6 +9,7 @@ import { makeRequestProgram, resolveHttpOptions } from "../src/http/program.js"
 import { selectRoutes } from "../src/http/routes.js"
 import * as AuthorizationLayer from "../src/services/Authorization.js"
 import { type Answer, call, seed } from "./support/core.js"
+import { adminAuditLog, auditLogOf } from "./support/audit.js"
 
 const data = (answer: Answer) => {
   assert.strictEqual(answer.status, 200, JSON.stringify(answer.body))
@@ -131,7 +132,7 @@ describe("the write (spec §5)", () => {
         { identity: "user_123", ratelimits: [rl("requests"), rl("fresh")] },
         { "x-forwarded-for": "203.0.113.7, 10.0.0.1", "user-agent": "test-agent/1.0" }
       ))
-      const log = yield* Effect.promise(() => s.kit.admin.listAuditLog(s.workspaceId))
+      const log = yield* Effect.promise(() => auditLogOf(s.kit, s.workspaceId))
       const requests = d.ratelimits?.[0]?.["id"]
       const fresh = d.ratelimits?.[1]?.["id"]
       const before = yield* Effect.promise(() => s.kit.admin.getIdentity(s.workspaceId, "user_123"))
@@ -159,7 +160,7 @@ describe("the write (spec §5)", () => {
       assert.deepStrictEqual(log[1]?.resources[1], { type: "ratelimit", id: String(fresh), name: "fresh" })
       // A rejected request writes nothing.
       yield* call(s, { identity: "user_123", ratelimits: [rl("x1x"), rl("x1x")] })
-      assert.strictEqual((yield* Effect.promise(() => s.kit.admin.listAuditLog(s.workspaceId))).length, 4)
+      assert.strictEqual((yield* Effect.promise(() => auditLogOf(s.kit, s.workspaceId))).length, 4)
     }))
 
   it.effect("a retried request is harmless: same state, one more set of audit entries", () =>
@@ -169,7 +170,7 @@ describe("the write (spec §5)", () => {
       const a = data(yield* call(s, body))
       const b = data(yield* call(s, body))
       assert.deepStrictEqual(a, b)
-      const log = yield* Effect.promise(() => s.kit.admin.listAuditLog(s.workspaceId))
+      const log = yield* Effect.promise(() => auditLogOf(s.kit, s.workspaceId))
       assert.deepStrictEqual(log.map((e) => e.event), [
         "identity.update",
         "ratelimit.update",
@@ -208,7 +209,7 @@ describe("the request program on its services", () => {
       assert.deepStrictEqual(result.body.data.meta, { t: 1 })
       const stored = yield* Effect.flatMap(IdentityStore, (store) => store.getIdentity("ws_clock", "ext"))
       assert.strictEqual(stored?.updatedAt, 1_800_000_059_000)
-      const log = yield* Admin.listAuditLog("ws_clock")
+      const log = yield* adminAuditLog("ws_clock")
       assert.strictEqual(log[0]?.time, 1_800_000_059_000)
       assert.strictEqual(log[0]?.remoteIp, "198.51.100.1")
       // Expired exactly at expiresAt.

@@ -1,6 +1,7 @@
 /**
- * `npm start` end to end: the demo server on PGlite in a temporary directory, the printed curl's
- * key and URL, an update, a restart that keeps the data and seeds nothing again.
+ * `npm start` (`identity-kit serve --demo`) end to end: the demo server on PGlite in a temporary
+ * directory, the printed curl's key and URL, an update, a restart that keeps the data and seeds
+ * nothing again.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -9,6 +10,8 @@ import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 
 const dataDir = mkdtempSync(join(tmpdir(), "identity-kit-demo-"))
+// What `npm start` runs.
+const demoServer = ["--import", "tsx", "--conditions=@identity-kit/source", "src/cli/main.ts", "serve", "--demo"]
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
 
 interface Started {
@@ -22,7 +25,7 @@ const startDemo = (env: Record<string, string> = {}): Promise<Started> =>
   new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", "--conditions=@identity-kit/source", "examples/demo-server.ts"],
+      demoServer,
       { env: { ...process.env, PORT: "0", PGLITE_DATA_DIR: dataDir, DATABASE_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] }
     )
     let output = ""
@@ -45,7 +48,7 @@ const runToExit = (): Promise<{ readonly code: number | null; readonly output: s
   new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", "--conditions=@identity-kit/source", "examples/demo-server.ts"],
+      demoServer,
       { env: { ...process.env, PORT: "0", PGLITE_DATA_DIR: dataDir, DATABASE_URL: "" }, stdio: ["ignore", "pipe", "pipe"] }
     )
     let output = ""
@@ -114,8 +117,8 @@ describe("npm start (demo server)", () => {
 
     // A second demo on the same data directory is refused with one clear line, not a stack trace.
     const refused = await runToExit()
-    assert.notStrictEqual(refused.code, 0)
-    assert.match(refused.output, /identity-kit demo: the storage did not start: the PGlite data directory .* is in use by process \d+/)
+    assert.strictEqual(refused.code, 1)
+    assert.match(refused.output, /^identity-kit: .*the PGlite data directory .* is in use by process \d+[^\n]*\n$/)
     assert.notInclude(refused.output, "FiberFailure")
     assert.strictEqual(await stop(third.child), 0)
   }, 120_000)

@@ -5,7 +5,7 @@
  */
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer } from "effect"
 import { IdentityStore, makeMemory } from "identity-kit"
 import { createNodeHandler } from "identity-kit/node"
 import { describe, expect, it } from "vitest"
@@ -38,7 +38,7 @@ describe("shutdown under load (Node http)", () => {
         try {
           const response = await fetch(url, {
             method: "POST",
-            headers: { authorization: `Bearer ${Redacted.value(key)}`, "content-type": "application/json" },
+            headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
             body: JSON.stringify({ identity: "user_1", meta: { n, i } })
           })
           await response.arrayBuffer()

@@ -22,6 +22,7 @@ import {
   workspace,
   type Ws
 } from "./support/identities.js"
+import { auditLogOf } from "./support/audit.js"
 
 /** A request the SDK sent: its path and JSON body. */
 interface Sent {
@@ -186,7 +187,7 @@ for (const storage of storages) {
         const stored = yield* promise(() => ws.kit.admin.getIdentity(ws.workspaceId, "racer"))
         assert.strictEqual(stored?.id, winners[0])
         assert.strictEqual(stored?.ratelimits.length, 1)
-        const log = yield* promise(() => ws.kit.admin.listAuditLog(ws.workspaceId))
+        const log = yield* promise(() => auditLogOf(ws.kit, ws.workspaceId))
         assert.deepStrictEqual(log.map((entry) => entry.event).sort(), ["identity.create", "ratelimit.create"])
       }))
 
@@ -218,7 +219,7 @@ for (const storage of storages) {
             return { identity, deleted, updated }
           }))
         )
-        const log = yield* promise(() => ws.kit.admin.listAuditLog(ws.workspaceId))
+        const log = yield* promise(() => auditLogOf(ws.kit, ws.workspaceId))
         for (const { deleted, identity, updated } of rounds) {
           if (deleted.status === "rejected") notServerError(deleted.reason)
           if (updated.status === "rejected") notServerError(updated.reason)

@@ -8,7 +8,7 @@ import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, Redacted } from "effect"
+import { Effect, Layer, Logger } from "effect"
 import fastify5 from "fastify5"
 import {
   IdentityStore,
@@ -64,7 +64,7 @@ const seeded = async (kit: ReturnType<typeof makeIdentityKit>) => {
   const workspace = await kit.admin.createWorkspace({ name: "obs" })
   const { key } = await kit.admin.issueRootKey({ workspaceId: workspace.id })
   await kit.admin.createIdentity({ workspaceId: workspace.id, externalId: "user_123" })
-  return Redacted.value(key)
+  return key
 }
 
 describe("logger option", () => {

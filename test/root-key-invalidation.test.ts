@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import { afterAll, assert, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Layer, ManagedRuntime, Option, Redacted, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, ManagedRuntime, Option, Schema } from "effect"
 import { IdentityStore, type IdentityKit, makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPglite, makePglite } from "identity-kit/pglite"
 import { layerPostgres, layerPostgresClient } from "identity-kit/postgres"
@@ -53,7 +53,7 @@ const prepare = async (kit: IdentityKit, workspaceId: string) => {
   await kit.admin.createWorkspace({ id: workspaceId })
   await kit.admin.createIdentity({ workspaceId, externalId: "user_1" })
   const { key, rootKey } = await kit.admin.issueRootKey({ workspaceId })
-  return { key: Redacted.value(key), keyId: rootKey.id, workspaceId }
+  return { key, keyId: rootKey.id, workspaceId }
 }
 
 const unique = (prefix: string) => `${prefix}_${randomBytes(4).toString("hex")}`

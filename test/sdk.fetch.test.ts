@@ -6,7 +6,7 @@ import { Unkey } from "@unkey/api"
 import { HTTPClient } from "@unkey/api/lib/http.js"
 import * as errors from "@unkey/api/models/errors"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { IdentityStore, layerMemory, makeIdentityKit, makeMemory, StorageError } from "identity-kit"
 import { Layer } from "effect"
 import { seed, type Seeded } from "./support/core.js"
@@ -77,7 +77,7 @@ describe("@unkey/api SDK against the fetch handler", () => {
 
       const { key } = yield* Effect.promise(() => s.kit.admin.issueRootKey({ workspaceId: s.workspaceId, permissions: ["*"] }))
       const forbidden = yield* thrown(() =>
-        client(s.kit, Redacted.value(key)).identities.updateIdentity({ identity: "user_123" })
+        client(s.kit, key).identities.updateIdentity({ identity: "user_123" })
       )
       assert.instanceOf(forbidden, errors.ForbiddenErrorResponse)
 
@@ -99,7 +99,7 @@ describe("@unkey/api SDK against the fetch handler", () => {
       yield* Effect.promise(() => failing.admin.createWorkspace({ id: "ws_f" }))
       const issued = yield* Effect.promise(() => failing.admin.issueRootKey({ workspaceId: "ws_f" }))
       const internal = yield* thrown(() =>
-        client(failing, Redacted.value(issued.key)).identities.updateIdentity({ identity: "user_123" })
+        client(failing, issued.key).identities.updateIdentity({ identity: "user_123" })
       )
       assert.instanceOf(internal, errors.InternalServerErrorResponse)
       yield* Effect.promise(() => failing.dispose())

@@ -20,6 +20,7 @@ import {
   type RootKey,
   ROUTE
 } from "identity-kit"
+import { storeAuditLog } from "./support/audit.js"
 
 // --- helpers --------------------------------------------------------------------------------
 
@@ -35,7 +36,7 @@ const rl = (name: string, limit = 10, duration = 60_000, autoApply = false): Rat
   autoApply
 })
 
-/** The fields of the `Identity` model (the memory layer's objects carry an extra internal field). */
+/** The fields of the `Identity` model, as a plain object (SQL's `updateIdentity` reads `meta` lazily). */
 const fields = (identity: Identity) => ({
   id: identity.id,
   workspaceId: identity.workspaceId,
@@ -183,10 +184,15 @@ export const storageContract = <R, E>(
           createdAt: T0 + 1
         })
 
-        // A key whose workspace does not exist is still found (spec §4 A9), deleted ones too.
-        const orphan = { ...key, id: newId("key"), hash: `${key.hash}-orphan`, workspaceId: newId("ws"), permissions: [], deletedAt: T0 + 9, expiresAt: null }
-        yield* store.putRootKey(orphan)
-        assert.deepStrictEqual(yield* store.findRootKey(orphan.hash), { key: orphan, workspace: null })
+        // A key of a workspace that does not exist is refused (migration 0009's foreign key), and
+        // nothing is stored. (Such keys stored before 0009 are still found: `sqlLegacySuite`.)
+        const missing = newId("ws")
+        const orphan = { ...key, id: newId("key"), hash: `${key.hash}-orphan`, workspaceId: missing, permissions: [] }
+        const refused = yield* Effect.flip(store.putRootKey(orphan))
+        assert.strictEqual(refused._tag, "WorkspaceNotFound")
+        if (refused._tag === "WorkspaceNotFound") assert.strictEqual(refused.workspaceId, missing)
+        assert.isNull(yield* store.findRootKey(orphan.hash))
+        assert.deepStrictEqual(yield* store.listRootKeys(missing, { limit: 10 }), { items: [] })
 
         // The hash is unique.
         const duplicate = yield* Effect.flip(store.putRootKey({ ...key, id: newId("key") }))
@@ -293,7 +299,7 @@ export const storageContract = <R, E>(
         assert.notStrictEqual(again.id, identity.id)
         assert.strictEqual((yield* store.getIdentity(workspaceId, "user_1"))?.id, again.id)
         assert.deepStrictEqual(again.ratelimits, [])
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+        assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
       }))
 
     it.effect("workspaces are isolated", () =>
@@ -313,9 +319,154 @@ export const storageContract = <R, E>(
 
         const original = yield* store.getIdentity(workspaceId, "user_1")
         assert.deepStrictEqual(original && fields(original), fields(identity))
-        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)), [])
-        const otherLog = yield* store.listAuditLog(otherId)
+        assert.deepStrictEqual((yield* storeAuditLog(store, workspaceId)), [])
+        const otherLog = yield* storeAuditLog(store, otherId)
         assert.deepStrictEqual(otherLog.map((e) => [e.workspaceId, e.display]), [[otherId, `Updated identity ${twin.id}`]])
+      }))
+
+    it.effect("createIdentity in a workspace that does not exist is WorkspaceNotFound; nothing written", () =>
+      Effect.gen(function*() {
+        const store = yield* IdentityStore
+        const missing = newId("ws")
+        const refused = yield* Effect.flip(
+          store.createIdentity({ workspaceId: missing, externalId: "nowhere", ratelimits: [rl("alpha")], now: T0, audit })
+        )
+        assert.strictEqual(refused._tag, "WorkspaceNotFound")
+        if (refused._tag === "WorkspaceNotFound") assert.strictEqual(refused.workspaceId, missing)
+        assert.isNull(yield* store.getIdentity(missing, "nowhere"))
+        assert.deepStrictEqual((yield* store.listIdentities({ workspaceId: missing, limit: 10 })).identities, [])
+        assert.deepStrictEqual(yield* storeAuditLog(store, missing), [])
+        // Once the workspace exists, the same call succeeds.
+        yield* store.putWorkspace({ id: missing, name: "late", enabled: true, createdAt: T0 })
+        const created = yield* store.createIdentity({ workspaceId: missing, externalId: "nowhere", now: T0 })
+        assert.strictEqual(created.workspaceId, missing)
+      }))
+
+    it.effect("identities answered carry exactly the model's fields (no stored internals)", () =>
+      Effect.gen(function*() {
+        const { identity, store, workspaceId } = yield* seeded()
+        const keys = ["createdAt", "deleted", "environment", "externalId", "id", "meta", "ratelimits", "updatedAt", "workspaceId"]
+        const updated = yield* update(store, workspaceId, "user_1", { meta: `{"plan":"pro"}` }, T0 + 1)
+        const got = yield* found(store, workspaceId, "user_1")
+        const listed = (yield* store.listIdentities({ workspaceId, limit: 10 })).identities
+        for (const answered of [identity, updated, got, ...listed]) {
+          assert.deepStrictEqual(Object.keys(answered).sort(), keys)
+          assert.notProperty(answered, "metaJson")
+        }
+        assert.deepStrictEqual(JSON.parse(JSON.stringify(got)), { ...fields(got) })
+      }))
+
+    it.effect("listWorkspaces: by id (code units), pages of limit, cursor = next page's first id; a replace is listed once", () =>
+      Effect.gen(function*() {
+        const store = yield* IdentityStore
+        // The store is shared: this test's workspaces share a prefix no other test's ids have.
+        const prefix = `wl${newId("ws").slice(3)}_`
+        const made = ["b", "a", "B", "z", "_", "0", "-", "aa", "a_", "y"].map((suffix) => `${prefix}${suffix}`)
+        for (const id of made) yield* store.putWorkspace({ id, name: `name ${id}`, enabled: id.endsWith("z"), createdAt: T0 })
+        yield* store.putWorkspace({ id: `${prefix}a`, name: "replaced", enabled: false, createdAt: T0 + 1 })
+        const expected = [...made].sort(byCodeUnits)
+
+        const listed: Array<string> = []
+        let cursor: string | undefined = prefix
+        for (let pages = 0; cursor !== undefined && cursor.startsWith(prefix); pages++) {
+          assert.isBelow(pages, 20, "pagination ends")
+          const page: { readonly items: ReadonlyArray<{ readonly id: string }>; readonly cursor?: string | undefined } =
+            yield* store.listWorkspaces({ limit: 3, cursor })
+          assert.isAtMost(page.items.length, 3)
+          if (page.cursor !== undefined) {
+            assert.strictEqual(page.items.length, 3)
+            assert.isTrue((page.items.at(-1)?.id ?? "") < page.cursor)
+          }
+          listed.push(...page.items.map((w) => w.id).filter((id) => id.startsWith(prefix)))
+          cursor = page.cursor
+        }
+        assert.deepStrictEqual(listed, expected)
+        const first = yield* store.listWorkspaces({ limit: 1, cursor: prefix })
+        assert.deepStrictEqual(first.items, [{ id: expected[0] ?? "", name: `name ${expected[0]}`, enabled: false, createdAt: T0 }])
+        const replaced = yield* store.listWorkspaces({ limit: 1, cursor: `${prefix}a` })
+        assert.deepStrictEqual(replaced.items, [{ id: `${prefix}a`, name: "replaced", enabled: false, createdAt: T0 + 1 }])
+
+        // From the start, everything, each once, in order, the last page without a cursor.
+        const all: Array<string> = []
+        let next: string | undefined
+        do {
+          const page: { readonly items: ReadonlyArray<{ readonly id: string }>; readonly cursor?: string | undefined } =
+            yield* store.listWorkspaces({ limit: 1000, cursor: next })
+          all.push(...page.items.map((w) => w.id))
+          next = page.cursor
+        } while (next !== undefined)
+        assert.deepStrictEqual(all, [...all].sort(byCodeUnits))
+        assert.strictEqual(new Set(all).size, all.length)
+        assert.includeMembers(all, made)
+        // Past the end: an empty page, no cursor.
+        assert.deepStrictEqual(yield* store.listWorkspaces({ limit: 5, cursor: "\u{10FFFF}" }), { items: [] })
+      }))
+
+    it.effect("listRootKeys: the workspace's keys by id, revoked ones too, never the hash", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const { workspaceId: otherId } = yield* workspace
+        const keys: Array<RootKey> = []
+        for (let i = 0; i < 7; i++) {
+          keys.push(yield* store.putRootKey(rootKeyIn(workspaceId, { name: `key ${i}`, expiresAt: i === 2 ? T0 + 5 : null, enabled: i !== 3 })))
+        }
+        yield* store.putRootKey(rootKeyIn(otherId))
+        const revoked = yield* store.updateRootKey(keys[4]?.id ?? "", { deletedAt: T0 + 9 })
+        const expected = keys.map((key) => key.id === revoked?.id ? revoked : key).sort((a, b) => byCodeUnits(a.id, b.id))
+          .map(({ hash: _, ...info }) => info)
+
+        const listed: Array<unknown> = []
+        let cursor: string | undefined
+        for (let pages = 0;; pages++) {
+          assert.isBelow(pages, 10, "pagination ends")
+          const page = yield* store.listRootKeys(workspaceId, { limit: 3, cursor })
+          for (const item of page.items) assert.notProperty(item, "hash")
+          listed.push(...page.items)
+          if (page.cursor === undefined) break
+          assert.strictEqual(page.items.length, 3)
+          cursor = page.cursor
+        }
+        assert.deepStrictEqual(listed, expected)
+        assert.strictEqual((yield* store.listRootKeys(otherId, { limit: 10 })).items.length, 1)
+        // Exactly a page: no cursor, no empty page after it.
+        const whole = yield* store.listRootKeys(workspaceId, { limit: 7 })
+        assert.strictEqual(whole.items.length, 7)
+        assert.isUndefined(whole.cursor)
+        assert.deepStrictEqual(yield* store.listRootKeys(newId("ws"), { limit: 10 }), { items: [] })
+      }))
+
+    it.effect("listAuditLog: oldest first, pages of limit; entries written between pages come later, never twice", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const { workspaceId: otherId } = yield* workspace
+        const created = yield* store.createIdentity({
+          workspaceId,
+          externalId: "paged",
+          ratelimits: [rl("a_1"), rl("a_2"), rl("a_3"), rl("a_4")],
+          now: T0,
+          audit
+        })
+        yield* store.createIdentity({ workspaceId: otherId, externalId: "elsewhere", now: T0, audit })
+        const whole = yield* storeAuditLog(store, workspaceId)
+        assert.strictEqual(whole.length, 5)
+
+        const first = yield* store.listAuditLog(workspaceId, { limit: 2 })
+        assert.deepStrictEqual(first.items, whole.slice(0, 2))
+        assert.isDefined(first.cursor)
+        assert.isTrue(Number.isSafeInteger(first.cursor) && (first.cursor ?? -1) >= 0)
+        // Written now: after what was read, so on a later page.
+        yield* update(store, workspaceId, created.id, { meta: `{"x":1}` }, T0 + 1)
+        const second = yield* store.listAuditLog(workspaceId, { limit: 2, cursor: first.cursor })
+        assert.deepStrictEqual(second.items, whole.slice(2, 4))
+        const third = yield* store.listAuditLog(workspaceId, { limit: 2, cursor: second.cursor })
+        assert.deepStrictEqual(third.items.map((e) => e.event), ["ratelimit.create", "identity.update"])
+        assert.deepStrictEqual(third.items[0], whole[4])
+        // Exactly the last page: no cursor.
+        assert.isUndefined(third.cursor)
+        const ids = [...first.items, ...second.items, ...third.items].map((e) => e.id)
+        assert.strictEqual(new Set(ids).size, 6)
+        assert.deepStrictEqual(ids, (yield* storeAuditLog(store, workspaceId)).map((e) => e.id))
+        assert.deepStrictEqual(yield* store.listAuditLog(newId("ws"), { limit: 10 }), { items: [] })
       }))
 
     // --- updateIdentity -----------------------------------------------------------------------
@@ -461,7 +612,7 @@ export const storageContract = <R, E>(
         }, T0 + 100)
         const created = (name: string) => next.ratelimits.find((r) => r.name === name)?.id ?? "?"
 
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         const entryIds = log.map((e) => e.id)
         for (const entryId of entryIds) assert.match(entryId, ID("log"))
         assert.strictEqual(new Set(entryIds).size, entryIds.length, "entry ids are unique")
@@ -488,7 +639,7 @@ export const storageContract = <R, E>(
         // Without ratelimits: one entry; with [] every ratelimit is deleted, in the last set's order.
         yield* update(store, workspaceId, identity.id, {}, T0 + 200)
         yield* update(store, workspaceId, identity.id, { ratelimits: [] }, T0 + 300)
-        const tail = (yield* store.listAuditLog(workspaceId)).slice(log.length)
+        const tail = (yield* storeAuditLog(store, workspaceId)).slice(log.length)
         assert.deepStrictEqual(tail.map((e) => [e.event, e.time, e.resources.at(-1)?.name]), [
           ["identity.update", T0 + 200, "user_1"],
           ["identity.update", T0 + 300, "user_1"],
@@ -519,7 +670,7 @@ export const storageContract = <R, E>(
         yield* store.createIdentity({ workspaceId, externalId: "plain", ratelimits: [rl("alpha")], now: T0 + 6, audit })
         assert.isTrue(yield* store.deleteIdentity(workspaceId, "plain", T0 + 7, audit))
 
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         assert.deepStrictEqual(log.map((e) => [e.event, e.requestId, e.hostRequestId]), [
           ["identity.create", create, "host-create-1"],
           ["ratelimit.create", create, "host-create-1"],
@@ -551,8 +702,8 @@ export const storageContract = <R, E>(
           const error = yield* Effect.flip(update(store, ws, ref, { meta: `{"x":1}`, ratelimits: [rl("y_1")] }, T0 + 2))
           assert.strictEqual(error._tag, "IdentityNotFound", `${ws}/${ref}`)
         }
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
-        assert.deepStrictEqual(yield* store.listAuditLog(otherId), [])
+        assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
+        assert.deepStrictEqual(yield* storeAuditLog(store, otherId), [])
         const live = yield* store.getIdentity(workspaceId, "user_1")
         assert.deepStrictEqual(live && fields(live), fields(identity))
       }))
@@ -573,7 +724,7 @@ export const storageContract = <R, E>(
         // Nothing written: both identities as created, no audit entry.
         assert.deepStrictEqual(fields(yield* found(store, workspaceId, "x\uFFFD")), fields(replaced))
         assert.deepStrictEqual(fields(yield* found(store, workspaceId, "x")), fields(plain))
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+        assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
         // A well-formed pair is an ordinary character.
         const pair = yield* store.createIdentity({ workspaceId, externalId: "x\uD83D\uDE00", now: T0 })
         assert.strictEqual((yield* found(store, workspaceId, "x\uD83D\uDE00")).id, pair.id)
@@ -609,7 +760,7 @@ export const storageContract = <R, E>(
         assert.strictEqual(final.ratelimits.find((r) => r.name === "shared")?.id, shared, "kept name kept its id")
 
         // Whatever the order: each update = 1 identity + 1 kept + (size−1) created + (size−1) deleted.
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         const count = (event: string) => log.filter((e) => e.event === event).length
         assert.strictEqual(count("identity.update"), 20)
         assert.strictEqual(count("ratelimit.update"), 20)
@@ -633,7 +784,7 @@ export const storageContract = <R, E>(
         })
         assert.deepStrictEqual(names(created), ["alpha", "mike", "zulu"])
         assert.deepStrictEqual(fields(yield* found(store, workspaceId, "audited")), fields(created))
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         for (const e of log) assert.match(e.id, ID("log"))
         assert.strictEqual(new Set(log.map((e) => e.id)).size, log.length, "entry ids are unique")
         const entry = entriesOf(created, T0 + 7)
@@ -648,7 +799,7 @@ export const storageContract = <R, E>(
         // Without ratelimits: one entry. Without audit (admin): none.
         const bare = yield* store.createIdentity({ workspaceId, externalId: "bare", now: T0 + 8, audit })
         yield* store.createIdentity({ workspaceId, externalId: "admin_made", ratelimits: [rl("x_1")], now: T0 + 9 })
-        const tail = (yield* store.listAuditLog(workspaceId)).slice(log.length)
+        const tail = (yield* storeAuditLog(store, workspaceId)).slice(log.length)
         assert.deepStrictEqual(tail.map(({ id: _, ...rest }) => rest), [
           entriesOf(bare, T0 + 8)("identity.create", `Created identity ${bare.id}.`)
         ])
@@ -658,12 +809,12 @@ export const storageContract = <R, E>(
       Effect.gen(function*() {
         const { store, workspaceId } = yield* workspace
         const first = yield* store.createIdentity({ workspaceId, externalId: "dup", ratelimits: [rl("a_1")], now: T0, audit })
-        const before = yield* store.listAuditLog(workspaceId)
+        const before = yield* storeAuditLog(store, workspaceId)
         const conflict = yield* Effect.flip(
           store.createIdentity({ workspaceId, externalId: "dup", meta: { x: 1 }, ratelimits: [rl("b_1")], now: T0 + 1, audit })
         )
         assert.strictEqual(conflict._tag, "IdentityConflict")
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), before)
+        assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), before)
         assert.deepStrictEqual(fields(yield* found(store, workspaceId, "dup")), fields(first))
         // Another case is another externalId.
         const upper = yield* store.createIdentity({ workspaceId, externalId: "DUP", now: T0 + 2 })
@@ -692,7 +843,7 @@ export const storageContract = <R, E>(
         assert.deepStrictEqual(losers, Array.from({ length: 7 }, () => "IdentityConflict"))
         const winner = winners[0]
         assert.strictEqual((yield* found(store, workspaceId, "racy")).id, winner?.id)
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         assert.deepStrictEqual(log.map((e) => [e.event, e.resources[0]?.id]), [
           ["identity.create", winner?.id],
           ["ratelimit.create", winner?.id]
@@ -712,11 +863,11 @@ export const storageContract = <R, E>(
         })
         // The set is then given as mike, new_b, zulu: deletions are audited in that order.
         const updated = yield* update(store, workspaceId, "doomed", { ratelimits: [rl("mike"), rl("new_b"), rl("zulu")] }, T0 + 1)
-        const logBefore = yield* store.listAuditLog(workspaceId)
+        const logBefore = yield* storeAuditLog(store, workspaceId)
         assert.isTrue(yield* store.deleteIdentity(workspaceId, "doomed", T0 + 2, audit))
         const entry = entriesOf(created, T0 + 2)
         const rlOf = (name: string) => ratelimitOf(updated, name)
-        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)).slice(logBefore.length).map(({ id: _, ...rest }) => rest), [
+        assert.deepStrictEqual((yield* storeAuditLog(store, workspaceId)).slice(logBefore.length).map(({ id: _, ...rest }) => rest), [
           entry("identity.delete", `Deleted identity ${created.id}.`),
           entry("ratelimit.delete", `Deleted ratelimit ${rlOf("mike").id}.`, rlOf("mike")),
           entry("ratelimit.delete", `Deleted ratelimit ${rlOf("new_b").id}.`, rlOf("new_b")),
@@ -727,18 +878,18 @@ export const storageContract = <R, E>(
         assert.deepStrictEqual((yield* store.listIdentities({ workspaceId, limit: 100 })).identities, [])
 
         // A second, sequential delete: false, nothing written; by id too.
-        const logAfter = yield* store.listAuditLog(workspaceId)
+        const logAfter = yield* storeAuditLog(store, workspaceId)
         assert.isFalse(yield* store.deleteIdentity(workspaceId, "doomed", T0 + 3, audit))
         assert.isFalse(yield* store.deleteIdentity(workspaceId, created.id, T0 + 3, audit))
         assert.isFalse(yield* store.deleteIdentity(workspaceId, "nobody", T0 + 3, audit))
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), logAfter)
+        assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), logAfter)
 
         // Without ratelimits: one entry. Without audit (admin): none.
         const plain = yield* store.createIdentity({ workspaceId, externalId: "plain", now: T0 })
         assert.isTrue(yield* store.deleteIdentity(workspaceId, plain.id, T0 + 4, audit))
         const quiet = yield* store.createIdentity({ workspaceId, externalId: "quiet", ratelimits: [rl("q_1")], now: T0 })
         assert.isTrue(yield* store.deleteIdentity(workspaceId, quiet.id, T0 + 5))
-        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId)).slice(logAfter.length).map(({ id: _, ...rest }) => rest), [
+        assert.deepStrictEqual((yield* storeAuditLog(store, workspaceId)).slice(logAfter.length).map(({ id: _, ...rest }) => rest), [
           entriesOf(plain, T0 + 4)("identity.delete", `Deleted identity ${plain.id}.`)
         ])
       }))
@@ -757,7 +908,7 @@ export const storageContract = <R, E>(
         assert.isNull(yield* store.getIdentity(workspaceId, first.id))
         // And delete again (the reference's "Stripe flow": never a failure).
         assert.isTrue(yield* store.deleteIdentity(workspaceId, "phoenix", T0 + 3, audit))
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         assert.deepStrictEqual(log.map((e) => [e.event, e.resources[0]?.id]), [
           ["identity.create", first.id],
           ["ratelimit.create", first.id],
@@ -778,7 +929,7 @@ export const storageContract = <R, E>(
           { concurrency: "unbounded" }
         )
         assert.include(results, true)
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         assert.deepStrictEqual(log.map((e) => e.event), ["identity.delete", "ratelimit.delete", "ratelimit.delete"])
         assert.isNull(yield* store.getIdentity(workspaceId, "user_1"))
       }))
@@ -792,7 +943,7 @@ export const storageContract = <R, E>(
         ], { concurrency: "unbounded" })
         assert.isTrue(deleted)
         assert.isNull(yield* store.getIdentity(workspaceId, identity.id))
-        const log = (yield* store.listAuditLog(workspaceId)).map((e) => [e.event, e.resources[1]?.name ?? ""].join(" "))
+        const log = (yield* storeAuditLog(store, workspaceId)).map((e) => [e.event, e.resources[1]?.name ?? ""].join(" "))
         if (updated._tag === "Right") {
           // Update, then delete: the delete lists the set the update left.
           assert.deepStrictEqual(log, [
@@ -1017,7 +1168,7 @@ export const sqlFailureSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
 
       const after = yield* store.getIdentity(workspaceId, "user_1")
       assert.deepStrictEqual(after && fields(after), before && fields(before))
-      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
 
       // And the same update without the refused name goes through.
       const ok = yield* update(store, workspaceId, "user_1", { meta: `{"plan":"changed"}`, ratelimits: [rl("alpha", 99), rl("gamma")] }, T0 + 2)
@@ -1066,7 +1217,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       })))
       assert.strictEqual(failure, "roll back")
       assert.deepStrictEqual(fields(yield* found(store, workspaceId, "user_1")), fields(identity))
-      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
       assert.isNull(yield* store.findRootKey(key.hash))
     }))
 
@@ -1083,7 +1234,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
       const read = yield* found(store, workspaceId, "user_1")
       assert.deepStrictEqual(read.meta, { v: 1 })
       assert.deepStrictEqual(names(read), ["beta"])
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.deepStrictEqual(log.map((e) => [e.event, e.requestId, e.hostRequestId]), [
         ["identity.update", "", ""],
         ["ratelimit.create", "", ""],
@@ -1130,7 +1281,7 @@ export const sqlHotPathSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlCli
         // v2 answers by name; v3 leaves the order to the caller (sql.ts sorts).
         assert.deepStrictEqual(answered.map((r) => r.name).sort(), ["alpha", "delta"])
         for (const r of answered) assert.match(r.id, ID("rl"))
-        const log = yield* store.listAuditLog(workspaceId)
+        const log = yield* storeAuditLog(store, workspaceId)
         // identity.update, create delta, update alpha, delete beta, delete gamma.
         assert.deepStrictEqual(log.map((e) => e.event), [
           "identity.update",
@@ -1245,7 +1396,7 @@ export const sqlIdentitiesSuite = (it: Vitest.MethodsNonLive<IdentityStore | Sql
         SELECT (SELECT count(*)::int FROM identity_kit_identities WHERE workspace_id = ${workspaceId}) AS identities,
                (SELECT count(*)::int FROM identity_kit_ratelimits WHERE workspace_id = ${workspaceId}) AS ratelimits`
       assert.deepStrictEqual(counts, { identities: 0, ratelimits: 0 })
-      assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+      assert.deepStrictEqual(yield* storeAuditLog(store, workspaceId), [])
       // The externalId was never taken.
       const ok = yield* store.createIdentity({ workspaceId, externalId: "half", ratelimits: [rl("alpha")], now: T0, audit })
       assert.deepStrictEqual(names(ok), ["alpha"])
@@ -1265,7 +1416,7 @@ export const sqlIdentitiesSuite = (it: Vitest.MethodsNonLive<IdentityStore | Sql
           'key_old'::text, 'root key'::text, '203.0.113.7'::text, 'old/1.0'::text, ${T0 + 1}::bigint) AS found`
       assert.isTrue(row?.found)
       assert.isNull(yield* store.getIdentity(workspaceId, identity.id))
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.deepStrictEqual(log.map((e) => [e.event, e.userAgent, e.requestId, e.hostRequestId]), [
         ["identity.create", "old/1.0", "", ""],
         ["identity.delete", "old/1.0", "", ""],
@@ -1278,7 +1429,7 @@ export const sqlIdentitiesSuite = (it: Vitest.MethodsNonLive<IdentityStore | Sql
     Effect.gen(function*() {
       const { identity, store, workspaceId } = yield* seeded(Array.from({ length: 60 }, (_, i) => rl(`rl_${String(i).padStart(2, "0")}`)))
       assert.isTrue(yield* store.deleteIdentity(workspaceId, identity.id, T0 + 1, audit))
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.strictEqual(log.length, 61)
       for (const e of log) assert.match(e.id, ID("log"))
       assert.strictEqual(new Set(log.map((e) => e.id)).size, 61)
@@ -1348,7 +1499,7 @@ export const postgresRaceSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlC
         ], { concurrency: "unbounded" })
       )
       assert.deepStrictEqual(results, [true, true])
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.deepStrictEqual(log.map((e) => e.event), ["identity.delete", "ratelimit.delete", "ratelimit.delete"])
       assert.isFalse(yield* store.deleteIdentity(workspaceId, "user_1", T0 + 2, audit))
     }))
@@ -1365,7 +1516,7 @@ export const postgresRaceSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlC
         store.deleteIdentity(workspaceId, "user_1", T0 + 2, audit)
       )
       assert.isTrue(deleted)
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.deepStrictEqual(log.slice(-2).map((e) => [e.event, e.resources[1]?.name ?? ""]), [
         ["identity.delete", ""],
         ["ratelimit.delete", "gamma"]
@@ -1393,7 +1544,7 @@ export const postgresRaceSuite = (it: Vitest.MethodsNonLive<IdentityStore | SqlC
         results.flatMap((result) => result._tag === "Left" ? [result.left._tag] : []),
         ["IdentityConflict", "IdentityConflict"]
       )
-      const log = yield* store.listAuditLog(workspaceId)
+      const log = yield* storeAuditLog(store, workspaceId)
       assert.deepStrictEqual(log.map((e) => e.event), ["identity.create"])
     }))
 }

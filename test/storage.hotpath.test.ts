@@ -15,6 +15,7 @@ import { layerPostgresClient } from "identity-kit/postgres"
 import { layerMigrations, layerSql, StatementExecutor } from "identity-kit/sql"
 import { base58 } from "../src/domain/Ids.js"
 import { fromPgPool, type PgArrayResult, type PgPool, type PgPoolClient, sendCancelRequest } from "../src/storage/executor.js"
+import { LIST_AUDIT_LOG, LIST_ROOT_KEYS, LIST_WORKSPACES } from "../src/storage/sql.js"
 
 /** The textbook base58 (one BigInt step per byte and per digit): the reference for the fast one. */
 const referenceBase58 = (bytes: Uint8Array): string => {
@@ -287,6 +288,8 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const sql = yield* SqlClient.SqlClient
         const workspaceId = newId("ws")
         // The workspace, soft-deleted rows in it, and a neighbour as big, with ratelimits.
+        yield* sql`INSERT INTO identity_kit_workspaces (id, name, enabled, created_at)
+                   VALUES (${workspaceId}, 'big', true, ${T0}::bigint), ('ws_neighbour', 'neighbour', true, ${T0}::bigint)`
         yield* sql`INSERT INTO identity_kit_identities (id, workspace_id, external_id, meta, deleted, created_at)
                    SELECT 'id_' || md5(w || ':' || g), CASE w WHEN 0 THEN ${workspaceId} ELSE 'ws_neighbour' END,
                           'ext_' || g, '{}', g % 10 = 0 AND w = 0, ${T0}::bigint
@@ -338,6 +341,61 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
       }), 60_000)
   })
 
+  layer(storageIn(`${schema}_admin`, 1), { excludeTestServices: true })((it) => {
+    it.effect("a page of each admin list is an index scan that reads limit + 1 rows, whatever the table's size", () =>
+      Effect.gen(function*() {
+        const store = yield* IdentityStore
+        const sql = yield* SqlClient.SqlClient
+        const workspaceId = newId("ws")
+        // 5,000 workspaces, 5,000 keys in this one and as many in a neighbour, 5,000 audit entries in each.
+        yield* sql`INSERT INTO identity_kit_workspaces (id, name, enabled, created_at)
+                   SELECT 'ws_' || md5(g::text), 'w', true, ${T0}::bigint FROM generate_series(1, 5000) g
+                   UNION ALL VALUES (${workspaceId}, 'admin', true, ${T0}::bigint), ('ws_neighbour', 'n', true, ${T0}::bigint)`
+        yield* sql`INSERT INTO identity_kit_root_keys (id, workspace_id, hash, name, permissions, created_at)
+                   SELECT 'key_' || md5(w || ':' || g), CASE w WHEN 0 THEN ${workspaceId} ELSE 'ws_neighbour' END,
+                          md5(w || ':' || g), 'k', '[]', ${T0}::bigint
+                   FROM generate_series(0, 1) w, generate_series(1, 5000) g`
+        yield* sql`INSERT INTO identity_kit_audit_log
+                     (id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent, time, resources)
+                   SELECT 'log_' || w || '_' || g, CASE w WHEN 0 THEN ${workspaceId} ELSE 'ws_neighbour' END,
+                          'identity.update', 'Updated identity x', 'rootkey', 'key_x', 'root key', '', '', ${T0}::bigint, '[]'
+                   FROM generate_series(1, 5000) g, generate_series(0, 1) w`
+        for (const table of ["identity_kit_workspaces", "identity_kit_root_keys", "identity_kit_audit_log"]) {
+          yield* sql.unsafe(`ANALYZE ${table}`)
+        }
+
+        const workspaces = yield* store.listWorkspaces({ limit: 100 })
+        const keys = yield* store.listRootKeys(workspaceId, { limit: 100 })
+        const audit = yield* store.listAuditLog(workspaceId, { limit: 100 })
+        const cases = [
+          ["workspaces", LIST_WORKSPACES, "text, integer", [[`''`], [`'${workspaces.cursor}'`]], "identity_kit_workspaces_id_c on identity_kit_workspaces"],
+          ["root keys", LIST_ROOT_KEYS, "text, text, integer", [[`'${workspaceId}'`, `''`], [`'${workspaceId}'`, `'${keys.cursor}'`]], "identity_kit_root_keys_workspace_id on identity_kit_root_keys"],
+          ["audit log", LIST_AUDIT_LOG, "text, bigint, integer", [[`'${workspaceId}'`, "0"], [`'${workspaceId}'`, `${audit.cursor}`]], "identity_kit_audit_log_workspace_seq on identity_kit_audit_log"]
+        ] as const
+        const plans: Array<string> = []
+        for (const [name, text, types, argumentSets, index] of cases) {
+          yield* sql.unsafe(`PREPARE identity_kit_admin_page (${types}) AS ${text}`)
+          for (const mode of ["force_custom_plan", "force_generic_plan"]) {
+            yield* sql.unsafe(`SET plan_cache_mode = ${mode}`)
+            for (const args of argumentSets) {
+              const rows = yield* sql.unsafe<{ readonly "QUERY PLAN": string }>(
+                `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE identity_kit_admin_page(${[...args, "101"].join(", ")})`
+              )
+              const plan = rows.map((row) => row["QUERY PLAN"]).join("\n")
+              plans.push(`${name}, ${mode}, ${args.join(" ")}:\n${plan}`)
+              assert.match(plan.split("\n")[0] ?? "", /^Limit \(actual rows=101 loops=1\)/, plan)
+              assert.include(plan, `Index Scan using ${index}`, plan)
+              assert.match(plan, /Index Scan using [^\n]*\(actual rows=101 loops=1\)/, plan)
+              assert.notMatch(plan, /Seq Scan|Sort|Bitmap/, plan)
+            }
+          }
+          yield* sql`RESET plan_cache_mode`
+          yield* sql.unsafe(`DEALLOCATE identity_kit_admin_page`)
+        }
+        if (process.env["SHOW_PLANS"] !== undefined) console.log(plans.join("\n\n"))
+      }), 60_000)
+  })
+
   layer(storageIn(`${schema}_cancel`, 4), { excludeTestServices: true })((it) => {
     it.effect("an interrupted update is cancelled in the database and writes nothing", () =>
       Effect.gen(function*() {
@@ -371,12 +429,12 @@ describe.runIf(DATABASE_URL)("postgres pool executor", () => {
         const after = yield* store.getIdentity(workspaceId, "user_1")
         assert.deepStrictEqual(after?.meta, { a: 1 })
         assert.strictEqual(after?.updatedAt, null)
-        assert.deepStrictEqual(yield* store.listAuditLog(workspaceId), [])
+        assert.deepStrictEqual((yield* store.listAuditLog(workspaceId, { limit: 10 })).items, [])
 
         // The pool is whole: the same update now goes through.
         const updated = yield* store.updateIdentity({ workspaceId, identity: "user_1", meta: `{"b":2}`, audit, now: T0 + 2 })
         assert.deepStrictEqual(updated.meta, { b: 2 })
-        assert.strictEqual((yield* store.listAuditLog(workspaceId)).length, 1)
+        assert.strictEqual((yield* store.listAuditLog(workspaceId, { limit: 10 })).items.length, 1)
       }))
   })
 

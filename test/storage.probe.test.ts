@@ -21,7 +21,7 @@ import { freshSchema, withSearchPath } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
 
-// Written out from the record, not from the code under test: `0008_audit_request_ids`.
+// Written out from the record, not from the code under test: `0009_workspace_foreign_keys`.
 const KEYS = Object.keys(migrations).sort()
 const LATEST_KEY = KEYS.at(-1) ?? ""
 const LATEST_ID = Number.parseInt(LATEST_KEY, 10)

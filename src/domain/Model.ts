@@ -27,6 +27,9 @@ export interface RootKey {
   readonly createdAt: number
 }
 
+/** A root key as the admin API lists it: everything but its hash. */
+export type RootKeyInfo = Omit<RootKey, "hash">
+
 /** A root key found by its hash, with its workspace when that still exists. */
 export interface RootKeyLookup {
   readonly key: RootKey
@@ -125,4 +128,28 @@ export interface IdentityUpdate {
   readonly audit: AuditContext
   /** Epoch milliseconds used for every timestamp written. */
   readonly now: number
+}
+
+/**
+ * What the admin API's list operations take: at most `limit` items (default 100, 1–1000), from
+ * `cursor` on (the `cursor` of the previous page; left out: from the start).
+ */
+export interface PageQuery {
+  readonly limit?: number
+  readonly cursor?: string
+}
+
+/**
+ * One page of an admin list. `cursor` is there only when a next page exists: pass it back as the
+ * query's `cursor`. Cursors are opaque: made by the list that answered them, for that list only.
+ */
+export interface Page<A> {
+  readonly items: ReadonlyArray<A>
+  readonly cursor?: string
+}
+
+/** What `listIdentities` of the admin API takes: a `PageQuery` and `search`, as over HTTP. */
+export interface IdentityPageQuery extends PageQuery {
+  /** Only identities whose id or externalId contains this (trimmed; ASCII letters in any case). */
+  readonly search?: string
 }

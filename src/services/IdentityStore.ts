@@ -4,7 +4,7 @@
  * `@effect/sql-pg`, or PGlite). All of them pass the same contract suite (`test/storage-contract.ts`).
  */
 import { Context, type Effect } from "effect"
-import type { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
+import type { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
 import type { JsonObject } from "../domain/Json.js"
 import type {
   AuditContext,
@@ -13,6 +13,7 @@ import type {
   IdentityUpdate,
   RatelimitInput,
   RootKey,
+  RootKeyInfo,
   RootKeyLookup,
   Workspace
 } from "../domain/Model.js"
@@ -29,7 +30,7 @@ export interface NewIdentity {
 /** A page of `listIdentities`. */
 export interface IdentityListQuery {
   readonly workspaceId: string
-  /** Most identities on the page (1..100). */
+  /** Most identities on the page (1..1000: the HTTP endpoint asks at most 100, the admin API 1000). */
   readonly limit: number
   /** Only identities whose id is ≥ this (code-unit order); `undefined` from the start. Any string. */
   readonly cursor?: string | undefined
@@ -47,6 +48,22 @@ export interface IdentityPage {
   readonly identities: ReadonlyArray<Identity>
   /** The id of the first identity of the next page; `undefined` on the last page. */
   readonly cursor?: string | undefined
+}
+
+/**
+ * A page of an admin list (`listWorkspaces`, `listRootKeys`, `listAuditLog`): at most `limit` items
+ * (1..1000) from the keyset position `cursor` (that of a previous page's `cursor`; `undefined`:
+ * from the start).
+ */
+export interface KeysetQuery<C> {
+  readonly limit: number
+  readonly cursor?: C | undefined
+}
+
+/** One page: `cursor` is the position of the next page's first item, `undefined` on the last page. */
+export interface KeysetPage<A, C> {
+  readonly items: ReadonlyArray<A>
+  readonly cursor?: C | undefined
 }
 
 /** What `updateRootKey` may change; a field left out keeps its value. */
@@ -79,18 +96,35 @@ export interface IdentityStoreService {
 
   /** Inserts a workspace (or replaces the one with the same id). */
   readonly putWorkspace: (workspace: Workspace) => Effect.Effect<Workspace, StorageError>
-  /** Inserts a root key (already hashed). Fails on a duplicate hash or id. */
-  readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, StorageError>
+  /**
+   * Workspaces by id (code-unit order): `cursor` is an id, the page starts at the first id `>=` it
+   * (any string; `limit + 1` rows read to know whether there is a next page).
+   */
+  readonly listWorkspaces: (query: KeysetQuery<string>) => Effect.Effect<KeysetPage<Workspace, string>, StorageError>
+  /**
+   * Inserts a root key (already hashed). Fails with `WorkspaceNotFound` when its workspace does not
+   * exist, a `StorageError` on a duplicate hash or id.
+   */
+  readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, WorkspaceNotFound | StorageError>
+  /**
+   * The workspace's root keys by id (code-unit order), revoked ones included (`deletedAt` set),
+   * without their hash; the cursor as `listWorkspaces`'.
+   */
+  readonly listRootKeys: (
+    workspaceId: string,
+    query: KeysetQuery<string>
+  ) => Effect.Effect<KeysetPage<RootKeyInfo, string>, StorageError>
   /** Changes a root key's state in one step; `null` when there is no key with this id. */
   readonly updateRootKey: (id: string, patch: RootKeyPatch) => Effect.Effect<RootKey | null, StorageError>
   /**
    * Creates an identity with its ratelimits (ids in request order), in one transaction; with
    * `audit`, also its audit entries (`identity.create`, then one `ratelimit.create` per ratelimit).
-   * Fails with `IdentityConflict` if a live identity of the workspace has this externalId.
+   * Fails with `IdentityConflict` if a live identity of the workspace has this externalId, with
+   * `WorkspaceNotFound` when the workspace does not exist.
    */
   readonly createIdentity: (
     identity: NewIdentity & { readonly now: number; readonly audit?: AuditContext | undefined }
-  ) => Effect.Effect<Identity, IdentityConflict | StorageError>
+  ) => Effect.Effect<Identity, IdentityConflict | WorkspaceNotFound | StorageError>
   /** The live identity with this id or externalId in the workspace, ratelimits by name. */
   readonly getIdentity: (workspaceId: string, identity: string) => Effect.Effect<Identity | null, StorageError>
   /**
@@ -111,8 +145,16 @@ export interface IdentityStoreService {
    * read to know whether there is a next page), filtered by `search`.
    */
   readonly listIdentities: (query: IdentityListQuery) => Effect.Effect<IdentityPage, StorageError>
-  /** The workspace's audit entries, oldest first. */
-  readonly listAuditLog: (workspaceId: string) => Effect.Effect<ReadonlyArray<AuditLogEntry>, StorageError>
+  /**
+   * The workspace's audit entries, oldest first, a page at a time: `cursor` is a position in the
+   * workspace's log (a non-negative integer a previous page answered; 0: from the start), the page
+   * starts at the first entry at or after it. Entries written between two pages come on a later
+   * page, never twice.
+   */
+  readonly listAuditLog: (
+    workspaceId: string,
+    query: KeysetQuery<number>
+  ) => Effect.Effect<KeysetPage<AuditLogEntry, number>, StorageError>
 }
 
 /** The storage service. */

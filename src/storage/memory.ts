@@ -5,11 +5,11 @@
  * written with the change. For host apps' own tests and for this package's unit tests.
  */
 import { Context, Effect, Layer } from "effect"
-import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
+import { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import type { JsonObject } from "../domain/Json.js"
-import type { AuditLogEntry, Identity, Ratelimit, RootKey, Workspace } from "../domain/Model.js"
-import { IdentityStore, type IdentityStoreService } from "../services/IdentityStore.js"
+import type { AuditLogEntry, Identity, Ratelimit, RootKey, RootKeyInfo, Workspace } from "../domain/Model.js"
+import { IdentityStore, type IdentityStoreService, type KeysetPage } from "../services/IdentityStore.js"
 import {
   makeRootKeyEventHub,
   type RootKeyEvent,
@@ -49,21 +49,87 @@ const lowerBound = (sorted: ReadonlyArray<string>, value: string): number => {
 const searchText = (id: string, externalId: string) =>
   `${asciiLower(wellFormed(id))}\u0000${asciiLower(wellFormed(externalId))}`
 
+/** Adds `id` to a sorted array of ids (code-unit order), unless it is there. */
+const insertSorted = (ids: Array<string>, id: string): void => {
+  const at = lowerBound(ids, id)
+  if (ids[at] !== id) ids.splice(at, 0, id)
+}
+
+/** Removes `id` from a sorted array of ids, if it is there. */
+const removeSorted = (ids: Array<string>, id: string): void => {
+  const at = lowerBound(ids, id)
+  if (ids[at] === id) ids.splice(at, 1)
+}
+
+/**
+ * A page of a sorted array of ids from the first id `>= cursor`, as SQL reads it (`limit + 1` ids,
+ * the last one only says where the next page starts). `cursor` is any string: `listBounds` makes
+ * it what PostgreSQL would compare.
+ */
+const idPage = <A>(
+  sorted: ReadonlyArray<string>,
+  cursor: string | undefined,
+  limit: number,
+  item: (id: string) => A
+): KeysetPage<A, string> => {
+  const from = lowerBound(sorted, listBounds(cursor, undefined).from)
+  const ids = sorted.slice(from, from + limit + 1)
+  const next = ids[limit]
+  const items = ids.slice(0, limit).map(item)
+  return next === undefined ? { items } : { items, cursor: next }
+}
+
+/** A root key as listed: every field but the hash. */
+const keyInfo = (key: RootKey): RootKeyInfo => ({
+  id: key.id,
+  workspaceId: key.workspaceId,
+  name: key.name,
+  permissions: key.permissions,
+  enabled: key.enabled,
+  expiresAt: key.expiresAt,
+  deletedAt: key.deletedAt,
+  createdAt: key.createdAt
+})
+
 /** A fresh, empty in-memory store (each call has its own data); `publish` hears root-key and workspace changes. */
 const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService => {
   const workspaces = new Map<string, Workspace>()
+  const workspaceIds: Array<string> = [] // sorted, for listWorkspaces
   const keysByHash = new Map<string, RootKey>()
+  const hashById = new Map<string, string>()
+  const keyIds = new Map<string, Array<string>>() // by workspace: sorted, for listRootKeys
   const identities = new Map<string, StoredIdentity>()
   const ratelimits = new Map<string, Array<Ratelimit>>() // by identity id
-  const audit: Array<AuditLogEntry> = []
+  // By workspace, oldest first: an entry's position in its workspace's array is listAuditLog's cursor.
+  const audit = new Map<string, Array<AuditLogEntry>>()
 
   const byName = (a: Ratelimit, b: Ratelimit) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 
+  // Every field written out: the stored record's own fields (`metaJson`) must not reach callers.
   const view = (stored: StoredIdentity): Identity => ({
-    ...stored,
+    id: stored.id,
+    workspaceId: stored.workspaceId,
+    externalId: stored.externalId,
+    environment: stored.environment,
     meta: parseMeta(stored.metaJson),
+    deleted: stored.deleted,
+    createdAt: stored.createdAt,
+    updatedAt: stored.updatedAt,
     ratelimits: [...(ratelimits.get(stored.id) ?? [])].sort(byName)
   })
+
+  const appendAudit = (workspaceId: string, entries: ReadonlyArray<AuditLogEntry>) => {
+    if (entries.length === 0) return
+    let log = audit.get(workspaceId)
+    if (log === undefined) audit.set(workspaceId, log = [])
+    for (const entry of entries) log.push(entry)
+  }
+
+  const keysOf = (workspaceId: string): Array<string> => {
+    let ids = keyIds.get(workspaceId)
+    if (ids === undefined) keyIds.set(workspaceId, ids = [])
+    return ids
+  }
 
   // Live identities by (workspace, externalId): one live identity per pair, as the SQL index.
   const liveByExternal = new Map<string, string>()
@@ -80,16 +146,14 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
     searchTexts.set(stored.id, searchText(stored.id, stored.externalId))
     let ids = liveIds.get(stored.workspaceId)
     if (ids === undefined) liveIds.set(stored.workspaceId, ids = [])
-    ids.splice(lowerBound(ids, stored.id), 0, stored.id)
+    insertSorted(ids, stored.id)
   }
 
   const removeLive = (stored: StoredIdentity) => {
     liveByExternal.delete(externalKey(stored.workspaceId, stored.externalId))
     searchTexts.delete(stored.id)
     const ids = liveIds.get(stored.workspaceId)
-    if (ids === undefined) return
-    const at = lowerBound(ids, stored.id)
-    if (ids[at] === stored.id) ids.splice(at, 1)
+    if (ids !== undefined) removeSorted(ids, stored.id)
   }
 
   // Spec §1: an id match wins over an externalId match. A string with NUL names nothing, as on
@@ -128,7 +192,7 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         const entries = updateAuditEntries(next, plan, update)
         identities.set(next.id, next)
         if (plan !== undefined) ratelimits.set(next.id, [...plan.result])
-        audit.push(...entries)
+        appendAudit(next.workspaceId, entries)
         return view(next)
       }).pipe(
         Effect.flatMap((identity) => identity === null ? Effect.fail(new IdentityNotFound()) : Effect.succeed(identity))
@@ -137,38 +201,65 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
     putWorkspace: (workspace) =>
       attempt("putWorkspace", () => {
         workspaces.set(workspace.id, workspace)
+        insertSorted(workspaceIds, workspace.id)
         publish({ _tag: "InvalidateWorkspace", workspaceId: workspace.id })
         return workspace
       }),
 
+    listWorkspaces: (query) =>
+      attempt("listWorkspaces", () =>
+        idPage(workspaceIds, query.cursor, query.limit, (id): Workspace => {
+          const workspace = workspaces.get(id)
+          if (workspace === undefined) throw new Error(`workspace ${id} is listed but not stored`)
+          return workspace
+        })),
+
+    // As SQL's foreign key (migration 0009): a key of a workspace that does not exist is refused.
     putRootKey: (key) =>
       attempt("putRootKey", () => {
+        if (!workspaces.has(key.workspaceId)) return null
         if (keysByHash.has(key.hash)) throw new Error("duplicate root key hash")
+        if (hashById.has(key.id)) throw new Error("duplicate root key id")
         keysByHash.set(key.hash, key)
+        hashById.set(key.id, key.hash)
+        insertSorted(keysOf(key.workspaceId), key.id)
         publish({ _tag: "Invalidate", hash: key.hash })
         return key
-      }),
+      }).pipe(
+        Effect.flatMap((stored) =>
+          stored === null ? Effect.fail(new WorkspaceNotFound({ workspaceId: key.workspaceId })) : Effect.succeed(stored)
+        )
+      ),
+
+    listRootKeys: (workspaceId, query) =>
+      attempt("listRootKeys", () =>
+        idPage(keyIds.get(workspaceId) ?? [], query.cursor, query.limit, (id) => {
+          const key = keysByHash.get(hashById.get(id) ?? "")
+          if (key === undefined) throw new Error(`root key ${id} is listed but not stored`)
+          return keyInfo(key)
+        })),
 
     updateRootKey: (id, patch) =>
       attempt("updateRootKey", () => {
-        for (const key of keysByHash.values()) {
-          if (key.id !== id) continue
-          const next: RootKey = {
-            ...key,
-            enabled: patch.enabled ?? key.enabled,
-            permissions: patch.permissions ?? key.permissions,
-            expiresAt: patch.expiresAt === undefined ? key.expiresAt : patch.expiresAt,
-            deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt
-          }
-          keysByHash.set(key.hash, next)
-          publish({ _tag: "Invalidate", hash: key.hash })
-          return next
+        const hash = hashById.get(id)
+        const key = hash === undefined ? undefined : keysByHash.get(hash)
+        if (key === undefined) return null
+        const next: RootKey = {
+          ...key,
+          enabled: patch.enabled ?? key.enabled,
+          permissions: patch.permissions ?? key.permissions,
+          expiresAt: patch.expiresAt === undefined ? key.expiresAt : patch.expiresAt,
+          deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt
         }
-        return null
+        keysByHash.set(key.hash, next)
+        publish({ _tag: "Invalidate", hash: key.hash })
+        return next
       }),
 
     createIdentity: (input) =>
       attempt("createIdentity", () => {
+        // As SQL's foreign key (migration 0009).
+        if (!workspaces.has(input.workspaceId)) return "no workspace" as const
         if (liveByExternal.has(externalKey(input.workspaceId, input.externalId))) return null
         const stored: StoredIdentity = {
           id: newId("id", input.now),
@@ -194,12 +285,14 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         identities.set(stored.id, stored)
         addLive(stored)
         ratelimits.set(stored.id, created)
-        audit.push(...entries)
+        appendAudit(stored.workspaceId, entries)
         return view(stored)
       }).pipe(
-        Effect.flatMap((identity) =>
+        Effect.flatMap((identity): Effect.Effect<Identity, IdentityConflict | WorkspaceNotFound> =>
           identity === null
             ? Effect.fail(new IdentityConflict({ workspaceId: input.workspaceId, externalId: input.externalId }))
+            : identity === "no workspace"
+            ? Effect.fail(new WorkspaceNotFound({ workspaceId: input.workspaceId }))
             : Effect.succeed(identity)
         )
       ),
@@ -220,7 +313,7 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         const entries = context === undefined ? [] : deleteAuditEntries(stored, kept, context, now)
         identities.set(stored.id, { ...stored, deleted: true })
         removeLive(stored)
-        audit.push(...entries)
+        appendAudit(stored.workspaceId, entries)
         return true
       }),
 
@@ -245,7 +338,14 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         }
       }),
 
-    listAuditLog: (workspaceId) => attempt("listAuditLog", () => audit.filter((entry) => entry.workspaceId === workspaceId))
+    listAuditLog: (workspaceId, query) =>
+      attempt("listAuditLog", (): KeysetPage<AuditLogEntry, number> => {
+        const log = audit.get(workspaceId) ?? []
+        const from = query.cursor ?? 0
+        const items = log.slice(from, from + query.limit)
+        const next = from + query.limit
+        return next < log.length ? { items, cursor: next } : { items }
+      })
   }
   return service
 }

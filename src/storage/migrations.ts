@@ -683,6 +683,44 @@ const deleteIdentityV2Function = derive(deleteIdentityFunction, [
   [...auditValues, 1]
 ])
 
+/** Name of the foreign key root keys → workspaces (migration 0009). */
+export const ROOT_KEYS_WORKSPACE_FK = "identity_kit_root_keys_workspace_fk"
+/** Name of the foreign key identities → workspaces (migration 0009). */
+export const IDENTITIES_WORKSPACE_FK = "identity_kit_identities_workspace_fk"
+
+/**
+ * Migration 0009: root keys and identities belong to a workspace that exists, and the admin lists'
+ * indexes.
+ *
+ * Decision: the foreign keys are added `NOT VALID`. A database may already hold root keys and
+ * identities of a workspace that does not exist (the admin API accepted them before this version).
+ * `NOT VALID` leaves those rows as they are (such a key is still answered 404 workspace_not_found,
+ * spec A9, as before) and checks every row written from now on; it reads no table, so the migration
+ * holds its locks (SHARE ROW EXCLUSIVE on the tables named, until it commits) only for a moment. Not
+ * chosen: creating the missing workspaces as disabled placeholders, which would change what those
+ * keys are answered (404 → 403) and invent rows; validating here, which scans both tables while
+ * writes wait. An operator can validate later without stopping writes (README, "Admin API").
+ *
+ * Not added, on purpose: audit log → workspaces, and ratelimits → workspaces. Each row the write
+ * function inserts there would cost an index lookup and a FOR KEY SHARE lock on the workspace's row,
+ * which every writer of the workspace shares (a MultiXact under concurrency), on the update's hot
+ * path. Their `workspace_id` is copied by the functions from an identity they just found in that
+ * workspace, which this foreign key now covers. Ratelimits → identities exists since 0001.
+ *
+ * The indexes answer `listWorkspaces` and `listRootKeys` with an index scan that stops after a page,
+ * in code-unit order whatever the database's collation (as `LIVE_ID_INDEX`); the audit log's page
+ * uses `identity_kit_audit_log_workspace_seq` of 0001.
+ */
+const workspaceForeignKeys = [
+  `ALTER TABLE identity_kit_root_keys ADD CONSTRAINT ${ROOT_KEYS_WORKSPACE_FK}
+    FOREIGN KEY (workspace_id) REFERENCES identity_kit_workspaces (id) NOT VALID`,
+  `ALTER TABLE identity_kit_identities ADD CONSTRAINT ${IDENTITIES_WORKSPACE_FK}
+    FOREIGN KEY (workspace_id) REFERENCES identity_kit_workspaces (id) NOT VALID`,
+  `CREATE INDEX IF NOT EXISTS identity_kit_workspaces_id_c ON identity_kit_workspaces (id COLLATE "C")`,
+  `CREATE INDEX IF NOT EXISTS identity_kit_root_keys_workspace_id
+    ON identity_kit_root_keys (workspace_id, id COLLATE "C")`
+]
+
 const statements = (texts: ReadonlyArray<string>): Effect.Effect<void, unknown, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(texts, (text) => sql.unsafe(text), { discard: true }))
 
@@ -697,7 +735,8 @@ export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.S
   // v3 again (CREATE OR REPLACE), now writing the identity row under REPEATABLE READ/SERIALIZABLE
   // even when only ratelimits change: databases that applied 0006 before that fix get it here.
   "0007_update_identity_v3_isolation": statements([updateIdentityV3Function]),
-  "0008_audit_request_ids": statements([auditRequestIdColumns, updateIdentityV4Function, deleteIdentityV2Function])
+  "0008_audit_request_ids": statements([auditRequestIdColumns, updateIdentityV4Function, deleteIdentityV2Function]),
+  "0009_workspace_foreign_keys": statements(workspaceForeignKeys)
 }
 
 /** A migration as the migrator records it: `0004_root_key_notify` is id 4, name `root_key_notify`. */

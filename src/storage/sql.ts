@@ -35,7 +35,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Layer, Option, ParseResult, Random, Schedule, Schema } from "effect"
-import { IdentityConflict, IdentityNotFound, StorageError } from "../Errors.js"
+import { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonObject } from "../domain/Json.js"
 import type {
@@ -46,6 +46,7 @@ import type {
   Ratelimit,
   RatelimitInput,
   RootKey,
+  RootKeyInfo,
   RootKeyLookup,
   Workspace
 } from "../domain/Model.js"
@@ -55,16 +56,20 @@ import {
   type IdentityPage,
   IdentityStore,
   type IdentityStoreService,
+  type KeysetPage,
+  type KeysetQuery,
   type NewIdentity,
   type RootKeyPatch
 } from "../services/IdentityStore.js"
 import { fromSqlClient, outsideTransactions, type Rows, type Statement, StatementExecutor } from "./executor.js"
 import { listBounds, wellFormed } from "./internal.js"
 import {
+  IDENTITIES_WORKSPACE_FK,
   LIVE_EXTERNAL_ID_INDEX,
   type MigrationRecord,
   MIGRATIONS_TABLE,
   noTablesMessage,
+  ROOT_KEYS_WORKSPACE_FK,
   schemaProblem
 } from "./migrations.js"
 
@@ -112,7 +117,26 @@ const RootKeyRow = Schema.Struct({
   workspace_created_at: Schema.NullOr(SafeInteger)
 })
 
+const WorkspaceRow = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  enabled: Schema.Boolean,
+  created_at: SafeInteger
+})
+
+const RootKeyInfoRow = Schema.Struct({
+  id: Schema.String,
+  workspace_id: Schema.String,
+  name: Schema.String,
+  permissions: Schema.parseJson(Schema.Array(Schema.String)),
+  enabled: Schema.Boolean,
+  expires_at: Schema.NullOr(SafeInteger),
+  deleted_at: Schema.NullOr(SafeInteger),
+  created_at: SafeInteger
+})
+
 const AuditRow = Schema.Struct({
+  seq: SafeInteger,
   id: Schema.String,
   workspace_id: Schema.String,
   event: Schema.Literal(
@@ -161,6 +185,28 @@ const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({
 // Row arrays as constants, built once (see `rows`).
 const RootKeyRows = Schema.Array(RootKeyRow)
 const AuditRows = Schema.Array(AuditRow)
+const WorkspaceRows = Schema.Array(WorkspaceRow)
+const RootKeyInfoRows = Schema.Array(RootKeyInfoRow)
+
+/** The page of an admin list that read up to `limit + 1` rows: the last one only gives the next cursor. */
+const keysetPage = <Row, A, C>(
+  rows: ReadonlyArray<Row>,
+  limit: number,
+  item: (row: Row) => A,
+  position: (row: Row) => C
+): KeysetPage<A, C> => {
+  const next = rows[limit]
+  const items = rows.slice(0, limit).map(item)
+  return next === undefined ? { items } : { items, cursor: position(next) }
+}
+
+/** SQLSTATE foreign_key_violation on `constraint` (a driver that does not name it: any). */
+const isForeignKeyViolation = (error: SqlError, constraint: string): boolean => {
+  const cause = error.cause
+  return typeof cause === "object" && cause !== null &&
+    "code" in cause && cause.code === "23503" &&
+    (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === constraint)
+}
 
 const isLiveExternalIdConflict = (error: SqlError): boolean => {
   const cause = error.cause
@@ -536,6 +582,40 @@ const idArray = (prefix: "rl" | "log", count: number, now: number): string => {
   return literal + "}"
 }
 
+// --- the admin lists ----------------------------------------------------------------------------
+// One statement a page, `$limit` = limit + 1 rows (the last only gives the next page's position),
+// read from an index in its order, so a page costs about that many rows whatever the table's size:
+// migration 0009's indexes for workspaces and root keys, 0001's (workspace_id, seq) for the audit
+// log. Ids compare in byte order (`COLLATE "C"`), JavaScript's code-unit order for these ASCII
+// ids, as in `listIdentities`. Admin statements: through the `SqlClient`, rows decoded by Schema.
+
+/** Workspaces from id `$1` on. */
+export const LIST_WORKSPACES = `SELECT id, name, enabled, created_at
+FROM identity_kit_workspaces
+WHERE id COLLATE "C" >= $1::text
+ORDER BY id COLLATE "C"
+LIMIT $2::integer`
+
+/** Workspace `$1`'s root keys (revoked ones too, never the hash) from id `$2` on. */
+export const LIST_ROOT_KEYS = `SELECT id, workspace_id, name, permissions::text AS permissions, enabled, expires_at, deleted_at,
+  created_at
+FROM identity_kit_root_keys
+WHERE workspace_id = $1::text AND id COLLATE "C" >= $2::text
+ORDER BY id COLLATE "C"
+LIMIT $3::integer`
+
+/**
+ * Workspace `$1`'s audit entries from position `$2` (`seq`) on. An entry's `seq` is taken when it
+ * is inserted and it is seen once its transaction commits, so a write that commits while a reader
+ * pages may land before the reader's position and not be read by it; it is never read twice.
+ */
+export const LIST_AUDIT_LOG = `SELECT seq, id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip,
+  user_agent, request_id, host_request_id, time, resources::text AS resources
+FROM identity_kit_audit_log
+WHERE workspace_id = $1::text AND seq >= $2::bigint
+ORDER BY seq
+LIMIT $3::integer`
+
 // --- readiness ------------------------------------------------------------------------------
 
 /**
@@ -691,15 +771,58 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     return workspace
   })
 
+  // The workspace's existence is checked by the foreign key of migration 0009, in the same statement.
   const putRootKey = traced("IdentityStore.putRootKey", function*(key: RootKey) {
     yield* sql`INSERT INTO identity_kit_root_keys
                  (id, workspace_id, hash, name, permissions, enabled, expires_at, deleted_at, created_at)
                VALUES (${key.id}, ${key.workspaceId}, ${key.hash}, ${key.name},
                        ${JSON.stringify(key.permissions)}::text::json, ${key.enabled},
                        ${key.expiresAt}::bigint, ${key.deletedAt}::bigint, ${key.createdAt}::bigint)`.pipe(
-      Effect.mapError((cause) => new StorageError({ operation: "putRootKey", cause }))
+      Effect.mapError((cause) =>
+        isForeignKeyViolation(cause, ROOT_KEYS_WORKSPACE_FK)
+          ? new WorkspaceNotFound({ workspaceId: key.workspaceId })
+          : new StorageError({ operation: "putRootKey", cause })
+      )
     )
     return key
+  })
+
+  const listWorkspaces = traced("IdentityStore.listWorkspaces", function*(query: KeysetQuery<string>) {
+    const found = yield* rows(
+      "listWorkspaces",
+      WorkspaceRows,
+      sql.unsafe(LIST_WORKSPACES, [listBounds(query.cursor, undefined).from, query.limit + 1])
+    )
+    return keysetPage(
+      found,
+      query.limit,
+      (row): Workspace => ({ id: row.id, name: row.name, enabled: row.enabled, createdAt: row.created_at }),
+      (row) => row.id
+    )
+  })
+
+  const listRootKeys = traced("IdentityStore.listRootKeys", function*(workspaceId: string, query: KeysetQuery<string>) {
+    yield* annotate({ "workspace.id": workspaceId })
+    const found = yield* rows(
+      "listRootKeys",
+      RootKeyInfoRows,
+      sql.unsafe(LIST_ROOT_KEYS, [workspaceId, listBounds(query.cursor, undefined).from, query.limit + 1])
+    )
+    return keysetPage(
+      found,
+      query.limit,
+      (row): RootKeyInfo => ({
+        id: row.id,
+        workspaceId: row.workspace_id,
+        name: row.name,
+        permissions: row.permissions,
+        enabled: row.enabled,
+        expiresAt: row.expires_at,
+        deletedAt: row.deleted_at,
+        createdAt: row.created_at
+      }),
+      (row) => row.id
+    )
   })
 
   const createIdentity = traced("IdentityStore.createIdentity", function*(
@@ -734,6 +857,8 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
         Effect.mapError((cause) =>
           isLiveExternalIdConflict(cause)
             ? new IdentityConflict({ workspaceId: input.workspaceId, externalId: input.externalId })
+            : isForeignKeyViolation(cause, IDENTITIES_WORKSPACE_FK)
+            ? new WorkspaceNotFound({ workspaceId: input.workspaceId })
             : new StorageError({ operation: "createIdentity", cause })
         )
       )
@@ -799,17 +924,15 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     )
   })
 
-  const listAuditLog = traced("IdentityStore.listAuditLog", function*(workspaceId: string) {
+  // The position is `seq` (see `LIST_AUDIT_LOG`).
+  const listAuditLog = traced("IdentityStore.listAuditLog", function*(workspaceId: string, query: KeysetQuery<number>) {
+    yield* annotate({ "workspace.id": workspaceId })
     const found = yield* rows(
       "listAuditLog",
       AuditRows,
-      sql`SELECT id, workspace_id, event, display, actor_type, actor_id, actor_name, remote_ip, user_agent,
-                 request_id, host_request_id, time, resources::text AS resources
-          FROM identity_kit_audit_log
-          WHERE workspace_id = ${workspaceId}
-          ORDER BY seq`
+      sql.unsafe(LIST_AUDIT_LOG, [workspaceId, query.cursor ?? 0, query.limit + 1])
     )
-    return found.map((row): AuditLogEntry => ({
+    return keysetPage(found, query.limit, (row): AuditLogEntry => ({
       id: row.id,
       workspaceId: row.workspace_id,
       event: row.event,
@@ -823,7 +946,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       hostRequestId: row.host_request_id,
       time: row.time,
       resources: row.resources
-    }))
+    }), (row) => row.seq)
   })
 
   const service: IdentityStoreService = {
@@ -831,7 +954,9 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     findRootKey,
     updateIdentity,
     putWorkspace,
+    listWorkspaces,
     putRootKey,
+    listRootKeys,
     updateRootKey,
     createIdentity,
     getIdentity,

@@ -1,6 +1,6 @@
 /** Test helpers for the core: a memory-backed kit, seeded, and a typed `call`. */
-import { Effect, Redacted } from "effect"
-import { type IdentityKit, layerMemory, makeIdentityKit, ROUTE } from "identity-kit"
+import { Effect, type Layer } from "effect"
+import { type IdentityKit, type IdentityStore, layerMemory, makeIdentityKit, ROUTE, type RootKeyEvents } from "identity-kit"
 
 export interface Seeded {
   readonly kit: IdentityKit
@@ -12,7 +12,11 @@ export interface Seeded {
 
 /** A fresh memory kit with one workspace, one root key and identity `user_123`. */
 export const seed = async (
-  options: { readonly maxBodyBytes?: number; readonly trustProxy?: boolean | number } = {}
+  options: {
+    readonly maxBodyBytes?: number
+    readonly trustProxy?: boolean | number
+    readonly storage?: Layer.Layer<IdentityStore | RootKeyEvents>
+  } = {}
 ): Promise<Seeded> => {
   const kit = makeIdentityKit({ storage: layerMemory, ...options })
   const workspace = await kit.admin.createWorkspace({ id: "ws_test" })
@@ -26,7 +30,7 @@ export const seed = async (
       { name: "tokens", limit: 5, duration: 1000 }
     ]
   })
-  return { kit, workspaceId: workspace.id, rootKey: Redacted.value(key), keyId: rootKey.id }
+  return { kit, workspaceId: workspace.id, rootKey: key, keyId: rootKey.id }
 }
 
 export interface Answer {

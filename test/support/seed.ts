@@ -2,8 +2,9 @@
  * Fixtures for the adapter tests: a seeded kit (one workspace per error class, one key per key
  * state) and a storage layer whose write never finishes, to observe client aborts.
  */
-import { Deferred, Effect, Layer, Redacted } from "effect"
+import { Deferred, Effect, Layer } from "effect"
 import { IdentityStore, type IdentityKit, makeMemory, UPDATE_IDENTITY_PERMISSION } from "identity-kit"
+import { goneWorkspaceKey } from "./gone-workspace.js"
 
 /** What `seed` created: the plaintext keys and the identities. */
 export interface Seeded {
@@ -16,6 +17,7 @@ export interface Seeded {
   /** Holds `a` and `b`, not the permission. */
   readonly unprivilegedKey: string
   readonly disabledWorkspaceKey: string
+  /** A key of `GONE_WORKSPACE`: answered 404 workspace_not_found on `layerMemoryWithGoneWorkspace`. */
   readonly missingWorkspaceKey: string
   /** `user_123`, with one ratelimit. */
   readonly identityId: string
@@ -27,7 +29,7 @@ export interface Seeded {
 
 const key = async (kit: IdentityKit, workspaceId: string, options: { permissions?: ReadonlyArray<string>; enabled?: boolean; expiresAt?: number } = {}) => {
   const issued = await kit.admin.issueRootKey({ workspaceId, ...options })
-  return Redacted.value(issued.key)
+  return issued.key
 }
 
 /** Seeds a kit with everything the scenarios need. */
@@ -50,7 +52,7 @@ export const seed = async (kit: IdentityKit): Promise<Seeded> => {
     expiredAt,
     unprivilegedKey: await key(kit, workspace.id, { permissions: ["a", "b"] }),
     disabledWorkspaceKey: await key(kit, disabled.id),
-    missingWorkspaceKey: await key(kit, "ws_missing", { permissions: [UPDATE_IDENTITY_PERMISSION] }),
+    missingWorkspaceKey: await goneWorkspaceKey(kit, { permissions: [UPDATE_IDENTITY_PERMISSION] }),
     identityId: identity.id,
     requestsRatelimitId: identity.ratelimits[0]?.id ?? "",
     plainIdentityId: plain.id

@@ -1,0 +1,367 @@
+/**
+ * The admin commands: `workspace`, `root-key`, `identity` and `audit`, each a thin layer over the
+ * admin API (`Admin.*`) on a kit built from the storage flags. A missing identity or key is exit 3,
+ * a duplicate externalId exit 4, input the admin API refuses exit 2 (`failure.ts`).
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Effect, Option, Redacted } from "effect"
+import * as Admin from "../Admin.js"
+import type { JsonObject } from "../domain/Json.js"
+import { isJsonObject } from "../domain/Json.js"
+import type { Identity, RootKeyInfo, Workspace } from "../domain/Model.js"
+import { notFoundError, usageError } from "./failure.js"
+import {
+  admin,
+  json,
+  nextPage,
+  pageFlags,
+  pageQuery,
+  print,
+  storageFlags,
+  table,
+  time,
+  withKit
+} from "./shared.js"
+
+/** A root key as the CLI shows it: never its hash (the admin API lists none; `issue` answers one). */
+const withoutHash = (key: RootKeyInfo & { readonly hash?: string }): RootKeyInfo => {
+  const { hash: _hash, ...shown } = key
+  return shown
+}
+
+/** The plaintext of an issued key, whether the admin API hands it out `Redacted` or as a string. */
+const plaintext = (key: unknown): string => Redacted.isRedacted(key) ? String(Redacted.value(key)) : String(key)
+
+const workspaceFlag = Options.text("workspace").pipe(Options.withDescription("The workspace id (ws_…)."))
+
+// --- workspace ----------------------------------------------------------------------------------
+
+const describeWorkspace = (workspace: Workspace): string =>
+  `${workspace.id} (name: ${workspace.name}, ${workspace.enabled ? "enabled" : "disabled"})`
+
+const workspaceCreate = Command.make(
+  "create",
+  {
+    id: Options.text("id").pipe(Options.withDescription("The id to use (default: a new ws_… id). An existing workspace with this id is replaced."), Options.optional),
+    name: Options.text("name").pipe(Options.withDescription("Default: default."), Options.optional),
+    disabled: Options.boolean("disabled").pipe(Options.withDescription("Create it disabled: its keys are answered 403.")),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    withKit(flags, (kit) =>
+      admin(
+        kit,
+        Admin.createWorkspace({
+          ...(Option.isSome(flags.id) ? { id: flags.id.value } : {}),
+          ...(Option.isSome(flags.name) ? { name: flags.name.value } : {}),
+          enabled: !flags.disabled
+        })
+      )).pipe(Effect.flatMap((workspace) => print(flags.json, workspace, (ws) => `Created workspace ${describeWorkspace(ws)}`)))
+).pipe(Command.withDescription("Create a workspace (or replace the one with --id)."))
+
+const workspaceList = Command.make(
+  "list",
+  { ...pageFlags, json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.listWorkspaces(pageQuery(flags)))).pipe(
+      Effect.flatMap((page) =>
+        print(flags.json, page, ({ cursor, items }) =>
+          table(
+            ["ID", "NAME", "STATE", "CREATED"],
+            items.map((ws) => [ws.id, ws.name, ws.enabled ? "enabled" : "disabled", time(ws.createdAt)])
+          ) + nextPage(cursor))
+      )
+    )
+).pipe(Command.withDescription("List workspaces, by id."))
+
+const workspace = Command.make("workspace").pipe(
+  Command.withDescription("Create and list workspaces."),
+  Command.withSubcommands([workspaceCreate, workspaceList])
+)
+
+// --- root-key -----------------------------------------------------------------------------------
+
+/** `--expires-at`: epoch milliseconds, or an ISO 8601 date-time. */
+const parseExpiresAt = (text: string) =>
+  Effect.suspend(() => {
+    const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text)
+    return Number.isSafeInteger(ms)
+      ? Effect.succeed(ms)
+      : Effect.fail(usageError(`--expires-at must be epoch milliseconds or an ISO 8601 date-time, got ${JSON.stringify(text)}`))
+  })
+
+const keyState = (key: RootKeyInfo, now: number): string =>
+  key.deletedAt !== null
+    ? "revoked"
+    : key.expiresAt !== null && key.expiresAt <= now
+    ? "expired"
+    : key.enabled
+    ? "active"
+    : "disabled"
+
+const rootKeyIssue = Command.make(
+  "issue",
+  {
+    workspace: workspaceFlag,
+    permissions: Options.text("permission").pipe(
+      Options.withDescription(
+        "A permission, repeatable: identity.*.create_identity, identity.*.read_identity, identity.*.update_identity, " +
+          "identity.*.delete_identity (or identity.<id>.…). Default: identity.*.update_identity."
+      ),
+      Options.repeated
+    ),
+    name: Options.text("name").pipe(Options.withDescription("Default: root key."), Options.optional),
+    expiresAt: Options.text("expires-at").pipe(
+      Options.withDescription("When it expires: epoch milliseconds or ISO 8601 (2030-01-01T00:00:00Z). Default: never."),
+      Options.optional
+    ),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      const expiresAt = Option.isSome(flags.expiresAt) ? yield* parseExpiresAt(flags.expiresAt.value) : undefined
+      const issued = yield* withKit(flags, (kit) =>
+        admin(
+          kit,
+          Admin.issueRootKey({
+            workspaceId: flags.workspace,
+            ...(flags.permissions.length > 0 ? { permissions: flags.permissions } : {}),
+            ...(Option.isSome(flags.name) ? { name: flags.name.value } : {}),
+            ...(expiresAt !== undefined ? { expiresAt } : {})
+          })
+        ))
+      // The one place the CLI prints a key: the plaintext just issued, which is stored only as a hash.
+      const key = plaintext(issued.key)
+      const rootKey = withoutHash(issued.rootKey)
+      yield* print(flags.json, { key, rootKey }, () =>
+        [
+          `Issued root key ${rootKey.id} (${rootKey.name}) for workspace ${rootKey.workspaceId}`,
+          `  permissions: ${rootKey.permissions.join(", ")}`,
+          `  expires: ${rootKey.expiresAt === null ? "never" : time(rootKey.expiresAt)}`,
+          "",
+          "The key (it will not be shown again; only its SHA-256 hash is stored):",
+          `  ${key}`
+        ].join("\n"))
+    })
+).pipe(Command.withDescription("Issue a root key and print it once."))
+
+const rootKeyList = Command.make(
+  "list",
+  { workspace: workspaceFlag, ...pageFlags, json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.listRootKeys(flags.workspace, pageQuery(flags)))).pipe(
+      Effect.flatMap((page) => {
+        const shown = { ...page, items: page.items.map(withoutHash) }
+        const now = Date.now()
+        return print(flags.json, shown, ({ cursor, items }) =>
+          table(
+            ["ID", "NAME", "STATE", "PERMISSIONS", "EXPIRES", "CREATED"],
+            items.map((key) => [
+              key.id,
+              key.name,
+              keyState(key, now),
+              key.permissions.join(","),
+              key.expiresAt === null ? "never" : time(key.expiresAt),
+              time(key.createdAt)
+            ])
+          ) + nextPage(cursor))
+      })
+    )
+).pipe(Command.withDescription("List a workspace's root keys (never the keys themselves)."))
+
+const rootKeyRevoke = Command.make(
+  "revoke",
+  { keyId: Args.text({ name: "keyId" }).pipe(Args.withDescription("The root key's id (key_…).")), json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.revokeRootKey(flags.keyId))).pipe(
+      Effect.filterOrFail((revoked) => revoked, () => notFoundError(`no root key with id ${flags.keyId}`)),
+      Effect.flatMap(() =>
+        print(flags.json, { id: flags.keyId, revoked: true }, () =>
+          `Revoked root key ${flags.keyId}: it is answered as unknown (401) from now on.`)
+      )
+    )
+).pipe(Command.withDescription("Revoke a root key (a soft delete: requests with it get 401)."))
+
+const rootKey = Command.make("root-key").pipe(
+  Command.withDescription("Issue, list and revoke root keys."),
+  Command.withSubcommands([rootKeyIssue, rootKeyList, rootKeyRevoke])
+)
+
+// --- identity -----------------------------------------------------------------------------------
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** `--ratelimit name=limit/duration[/auto]`; the duration in ms, or with a unit (`60s`, `1m`, `1h`, `1d`). */
+const parseRatelimit = (text: string) =>
+  Effect.suspend(() => {
+    const match = /^(.+)=(-?\d+)\/(-?\d+)(ms|s|m|h|d)?(\/auto)?$/.exec(text)
+    if (match === null || match[1] === undefined || match[2] === undefined || match[3] === undefined) {
+      return Effect.fail(
+        usageError(`--ratelimit must be name=limit/duration[/auto], e.g. requests=100/60000 or requests=100/1m/auto; got ${JSON.stringify(text)}`)
+      )
+    }
+    return Effect.succeed({
+      name: match[1],
+      limit: Number(match[2]),
+      duration: Number(match[3]) * (DURATION_UNITS[match[4] ?? "ms"] ?? 1),
+      autoApply: match[5] !== undefined
+    })
+  })
+
+/** `--meta`: a JSON object. */
+const parseMeta = (text: string) =>
+  Effect.suspend(() => {
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch (error) {
+      return Effect.fail(usageError(`--meta is not JSON (${error instanceof Error ? error.message : String(error)})`))
+    }
+    return isJsonObject(value)
+      ? Effect.succeed<JsonObject>(value)
+      : Effect.fail(usageError("--meta must be a JSON object, e.g. '{\"plan\":\"free\"}'"))
+  })
+
+const describeIdentity = (identity: Identity): string =>
+  [
+    `Identity ${identity.id} (externalId: ${identity.externalId}, workspace: ${identity.workspaceId})`,
+    `  environment: ${identity.environment}`,
+    `  meta: ${JSON.stringify(identity.meta)}`,
+    identity.ratelimits.length === 0 ? "  ratelimits: none" : "  ratelimits:",
+    ...identity.ratelimits.map((rl) =>
+      `    ${rl.name}: ${rl.limit} per ${rl.duration} ms${rl.autoApply ? ", auto-applied" : ""} (${rl.id})`
+    ),
+    `  created: ${time(identity.createdAt)}, updated: ${time(identity.updatedAt)}`
+  ].join("\n")
+
+const identityArg = Args.text({ name: "identity" }).pipe(Args.withDescription("The identity's id (id_…) or externalId."))
+
+const identityCreate = Command.make(
+  "create",
+  {
+    workspace: workspaceFlag,
+    externalId: Options.text("external-id").pipe(Options.withDescription("Your id for it (a user, an org), unique among live identities.")),
+    environment: Options.text("environment").pipe(Options.withDescription("Default: default."), Options.optional),
+    meta: Options.text("meta").pipe(Options.withDescription("Metadata, a JSON object: '{\"plan\":\"free\"}'."), Options.optional),
+    ratelimits: Options.text("ratelimit").pipe(
+      Options.withDescription("A ratelimit, repeatable: name=limit/duration[/auto], the duration in ms or 60s, 1m, 1h, 1d."),
+      Options.repeated
+    ),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      const meta = Option.isSome(flags.meta) ? yield* parseMeta(flags.meta.value) : undefined
+      const ratelimits = yield* Effect.forEach(flags.ratelimits, parseRatelimit)
+      const identity = yield* withKit(flags, (kit) =>
+        admin(
+          kit,
+          Admin.createIdentity({
+            workspaceId: flags.workspace,
+            externalId: flags.externalId,
+            ...(Option.isSome(flags.environment) ? { environment: flags.environment.value } : {}),
+            ...(meta !== undefined ? { meta } : {}),
+            ...(ratelimits.length > 0 ? { ratelimits } : {})
+          })
+        ))
+      yield* print(flags.json, identity, (created) => `Created ${describeIdentity(created)}`)
+    })
+).pipe(Command.withDescription("Create an identity with its metadata and ratelimits."))
+
+const identityGet = Command.make(
+  "get",
+  { workspace: workspaceFlag, identity: identityArg, json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.getIdentity(flags.workspace, flags.identity))).pipe(
+      Effect.flatMap((identity) =>
+        identity === null
+          ? Effect.fail(notFoundError(`no identity ${flags.identity} in workspace ${flags.workspace}`))
+          : print(flags.json, identity, describeIdentity)
+      )
+    )
+).pipe(Command.withDescription("Show a live identity, by id or externalId."))
+
+const identityList = Command.make(
+  "list",
+  {
+    workspace: workspaceFlag,
+    ...pageFlags,
+    search: Options.text("search").pipe(Options.withDescription("Only identities whose id or externalId contains this."), Options.optional),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    withKit(flags, (kit) =>
+      admin(
+        kit,
+        Admin.listIdentities(flags.workspace, {
+          ...pageQuery(flags),
+          ...(Option.isSome(flags.search) ? { search: flags.search.value } : {})
+        })
+      )).pipe(
+        Effect.flatMap((page) =>
+          print(flags.json, page, ({ cursor, items }) =>
+            table(
+              ["ID", "EXTERNAL ID", "RATELIMITS", "META"],
+              items.map((identity) => [
+                identity.id,
+                identity.externalId,
+                identity.ratelimits.map((rl) => `${rl.name}=${rl.limit}/${rl.duration}`).join(",") || "-",
+                JSON.stringify(identity.meta)
+              ])
+            ) + nextPage(cursor))
+        )
+      )
+).pipe(Command.withDescription("List a workspace's live identities, by id."))
+
+const identityDelete = Command.make(
+  "delete",
+  { workspace: workspaceFlag, identity: identityArg, json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.deleteIdentity(flags.workspace, flags.identity))).pipe(
+      Effect.filterOrFail(
+        (deleted) => deleted,
+        () => notFoundError(`no identity ${flags.identity} in workspace ${flags.workspace}`)
+      ),
+      Effect.flatMap(() =>
+        print(
+          flags.json,
+          { workspaceId: flags.workspace, identity: flags.identity, deleted: true },
+          () => `Deleted identity ${flags.identity} from workspace ${flags.workspace}`
+        )
+      )
+    )
+).pipe(Command.withDescription("Delete (soft-delete) an identity, by id or externalId."))
+
+const identity = Command.make("identity").pipe(
+  Command.withDescription("Create, show, list and delete identities."),
+  Command.withSubcommands([identityCreate, identityGet, identityList, identityDelete])
+)
+
+// --- audit --------------------------------------------------------------------------------------
+
+const auditList = Command.make(
+  "list",
+  { workspace: workspaceFlag, ...pageFlags, json, ...storageFlags },
+  (flags) =>
+    withKit(flags, (kit) => admin(kit, Admin.listAuditLog(flags.workspace, pageQuery(flags)))).pipe(
+      Effect.flatMap((page) =>
+        print(flags.json, page, ({ cursor, items }) =>
+          table(
+            ["TIME", "EVENT", "ACTOR", "DISPLAY"],
+            items.map((entry) => [time(entry.time), entry.event, `${entry.actorName} (${entry.actorId})`, entry.display])
+          ) + nextPage(cursor))
+      )
+    )
+).pipe(Command.withDescription("List a workspace's audit log, oldest first."))
+
+const audit = Command.make("audit").pipe(
+  Command.withDescription("Read the audit log the API writes."),
+  Command.withSubcommands([auditList])
+)
+
+/** The admin commands, for the root command. */
+export const adminCommands = [workspace, rootKey, identity, audit] as const

@@ -1,0 +1,67 @@
+/**
+ * The `identity-kit` command line on `@effect/cli`: the commands, and `run`, which parses the
+ * arguments, runs the command and answers the exit code (docs/cli.md). Everything it prints goes
+ * through stdout (output) and stderr (one line per failure, and logs).
+ */
+import { readFileSync } from "node:fs"
+import { Command } from "@effect/cli"
+import { Effect, Exit, Logger, LogLevel } from "effect"
+import { adminCommands } from "./admin.js"
+import { ExitCode, formatLine, outcomeOf } from "./failure.js"
+import { migrate } from "./migrate.js"
+import * as Platform from "./platform.js"
+import { serve } from "./serve.js"
+import { stderrLogger } from "./shared.js"
+
+/** The package's version, from its package.json (two levels up in the sources, three in `dist`). */
+const version = (): string => {
+  for (const path of ["../../package.json", "../../../package.json"]) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8"))
+      if (typeof parsed === "object" && parsed !== null && Reflect.get(parsed, "name") === "identity-kit") {
+        return String(Reflect.get(parsed, "version"))
+      }
+    } catch {
+      // Not there: the other layout.
+    }
+  }
+  return "unknown"
+}
+
+const root = Command.make("identity-kit").pipe(
+  Command.withDescription("Serve Unkey's identities API from your own server, and administer its data."),
+  Command.withSubcommands([migrate, serve, ...adminCommands])
+)
+
+const cli = Command.run(root, { name: "identity-kit", version: version() })
+
+/**
+ * Runs the command line `argv` (as `process.argv`: runtime and script first) and answers the exit
+ * code, having printed the failure, if any, as one line on stderr.
+ */
+export const run = (argv: ReadonlyArray<string>): Promise<number> =>
+  cli(argv).pipe(
+    Platform.withCliConsole,
+    Effect.provide(Platform.layer),
+    // Lines the storage logs while it starts or migrates: on stderr, and only warnings and worse
+    // (`serve` gives its kit the logger and level of its flags).
+    Effect.provide(Logger.replace(Logger.defaultLogger, stderrLogger("logfmt"))),
+    Logger.withMinimumLogLevel(LogLevel.Warning),
+    Effect.runPromiseExit
+  ).then((exit) => {
+    if (Exit.isSuccess(exit)) return ExitCode.ok
+    const outcome = outcomeOf(exit.cause)
+    if (outcome.line !== null) process.stderr.write(formatLine(outcome.line))
+    return outcome.exitCode
+  })
+
+/**
+ * Runs `argv` and ends the process with its exit code: once stdout and stderr are flushed and
+ * nothing is left to do, or a moment later if something (a socket of a driver) still holds on.
+ */
+export const runMain = (argv: ReadonlyArray<string>): void => {
+  void run(argv).then((code) => {
+    process.exitCode = code
+    setTimeout(() => process.exit(code), 2000).unref()
+  })
+}
