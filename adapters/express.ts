@@ -141,7 +141,7 @@ export const identityKit = <E = never>(options: KitOrOptions<E>): IdentityKitMid
       }
       return next()
     }
-    noteMount(kit, req.app, req.baseUrl === "" ? "/" : req.baseUrl, "Express")
+    noteMount(kit, req.app, middleware, req.baseUrl === "" ? "/" : req.baseUrl, "Express")
     // Never throws (Express 4 would not catch a rejection either); errors are answered as JSON.
     // `req.ip`: the client under the app's `trust proxy` setting.
     handleNodeRequest(kit, req, res, path, facts(req))

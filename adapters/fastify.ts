@@ -21,7 +21,15 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify"
 import { InternalError, InvalidInput, PayloadTooLarge, ValidationIssue } from "../src/Errors.js"
 import { hostRequestIdOf, type PlainRequest, type PlainResponse } from "../src/http/plain.js"
-import { type IdentityKit, type KitOrOptions, mergedHeader, noteMount, resolveKit, warnBasePathAndMount } from "./node.js"
+import {
+  type IdentityKit,
+  type KitOrOptions,
+  logDefect,
+  mergedHeader,
+  noteMount,
+  resolveKit,
+  warnBasePathAndMount
+} from "./node.js"
 
 export type { IdentityKit, IdentityKitOptions, KitOrOptions } from "./node.js"
 
@@ -94,7 +102,7 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
   // the HTTP server every encapsulated instance shares).
   const prefix = fastify.prefix
   if (prefix !== "" && kit.options.basePath !== "") warnBasePathAndMount(kit, prefix, "Fastify")
-  noteMount(kit, fastify.server, prefix === "" ? "/" : prefix, "Fastify")
+  noteMount(kit, fastify.server, fastify, prefix === "" ? "/" : prefix, "Fastify")
   const limit = kit.options.maxBodyBytes
 
   // Every body as raw bytes, whatever its Content-Type: the API answers a wrong Content-Type or bad
@@ -129,7 +137,7 @@ export const identityKit: FastifyPluginAsync<IdentityKitPluginOptions> = async (
         errors: [new ValidationIssue({ location: "body", message })]
       })
       : new InternalError({ cause: error })
-    if (apiError._tag === "InternalError") request.log.error({ err: error }, "identity-kit: unexpected error")
+    if (apiError._tag === "InternalError") logDefect(kit, "identity-kit: unexpected error", error)
     return sendPlainResponse(reply, kit.answerError(apiError, request.raw.headers))
   })
 

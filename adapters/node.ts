@@ -17,6 +17,7 @@
  * ```
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
+import { Cause, Effect } from "effect"
 import { type ApiError, InternalError } from "../src/Errors.js"
 import { type BodyReader, headerValue, hostRequestIdOf, type PlainBody, type PlainRequest, type PlainResponse } from "../src/http/plain.js"
 import { type IdentityKit, type IdentityKitOptions, makeIdentityKit } from "../src/IdentityKit.js"
@@ -41,22 +42,25 @@ export const resolveKit = <E>(options: KitOrOptions<E>): { readonly kit: Identit
  * serving the same routes, one of them usually by accident). Keyed by `kit.handle`, which copies of
  * a kit (`createFetchHandler({ kit })`) share.
  */
-const mounts = new WeakMap<IdentityKit["handle"], WeakMap<object, string>>()
+const mounts = new WeakMap<IdentityKit["handle"], WeakMap<object, { first: object; where: string; warned: boolean }>>()
 
 /**
- * Records that `kit` serves `server` at `where`; warns once (a Node process warning,
- * `IDENTITY_KIT_MOUNTED_TWICE`) when the same server already has it at another place.
+ * Records that `kit` serves `server` through `mount` (a middleware, a plugin registration) at
+ * `where`; warns once (a Node process warning, `IDENTITY_KIT_MOUNTED_TWICE`) when the same server
+ * already has it through another mount. One mount seen at several paths (Express `/:tenant`, or a
+ * case-insensitive match) is one mount.
  */
-export const noteMount = (kit: IdentityKit, server: object, where: string, framework: string): void => {
+export const noteMount = (kit: IdentityKit, server: object, mount: object, where: string, framework: string): void => {
   let byServer = mounts.get(kit.handle)
   if (byServer === undefined) {
     byServer = new WeakMap()
     mounts.set(kit.handle, byServer)
   }
-  const before = byServer.get(server)
-  if (before === undefined) return void byServer.set(server, where)
-  if (before === where || before.startsWith("\u0000")) return
-  byServer.set(server, "\u0000" + before)
+  const seen = byServer.get(server)
+  if (seen === undefined) return void byServer.set(server, { first: mount, where, warned: false })
+  if (seen.first === mount || seen.warned) return
+  seen.warned = true
+  const before = seen.where
   process.emitWarning(
     `identity-kit: one kit is mounted twice in the same ${framework} app (at ${JSON.stringify(before)} and ` +
       `${JSON.stringify(where)}): both serve its routes. Mount it once, or build a kit per mount point.`,
@@ -212,9 +216,17 @@ const writePlainResponse = (res: ServerResponse, response: PlainResponse, req: I
   res.end(response.body, "utf8")
 }
 
+/** A bug in an adapter, logged with its stack through the kit's logger (its `logger` option). */
+export const logDefect = (kit: IdentityKit, message: string, cause: unknown): void => {
+  kit.run(Effect.logError(message, Cause.die(cause))).catch(() => {
+    // The kit is disposed or its storage cannot start: the defect must still be seen.
+    console.error(message, cause)
+  })
+}
+
 /** Answers a failure of the adapter itself: 500 with the fixed sentence, logged, never echoed. */
 const answerDefect = (kit: IdentityKit, req: IncomingMessage, res: ServerResponse, cause: unknown): void => {
-  console.error("identity-kit: the Node adapter failed", cause)
+  logDefect(kit, "identity-kit: the Node adapter failed", cause)
   try {
     if (res.headersSent) res.destroy()
     else writePlainResponse(res, kit.answerError(new InternalError({ cause }), req.headers), req)

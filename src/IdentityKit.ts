@@ -30,6 +30,8 @@ import {
   requestAnnotations,
   interruptedByDeadline,
   makeRequestProgram,
+  logStorageFailure,
+  pingStorage,
   probeStorage,
   type ProvideServices,
   resolveHttpOptions,
@@ -207,7 +209,21 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   // The host's logger and tracer: for the storage's start-up (built under them) and every request.
   const telemetry = telemetryLayer(options)
   const failureLog = makeFailureLog()
-  const program = makeRequestProgram(resolved, routes, failureLog, options.continueTrace ?? true)
+  // The schema is checked (the migration state: `probeStorage`) until it once passes; after that a
+  // health check is a plain lookup. Migrations only move forward, and the migrations table is locked
+  // while another instance migrates: checking it on every probe would take every running instance
+  // out of its load balancer for the length of a rolling upgrade's migration.
+  let schemaVerified = false
+  const checkStorage: Effect.Effect<void, StorageError, IdentityStore> = Effect.suspend(() =>
+    schemaVerified ? pingStorage : Effect.tap(probeStorage, () => {
+      schemaVerified = true
+    })
+  )
+  const program = makeRequestProgram(resolved, routes, {
+    log: failureLog,
+    continueTrace: options.continueTrace ?? true,
+    healthCheck: checkStorage
+  })
   const drainTimeoutMs = Duration.toMillis(options.drainTimeout ?? Duration.seconds(10))
   // The served routes by full path (base path included); the health route is served too.
   const routeByPath = new Map(routes.map((route) => [resolved.basePath + route.path, route]))
@@ -215,23 +231,32 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   const handles = (path: string) => routeByPath.has(path) || path === resolved.healthPath
 
   const built = Authorization.layerWith({ rootKeyCache: options.rootKeyCache }).pipe(Layer.provideMerge(options.storage))
-  // The start-up in a span of its own (`Layer.withSpan` would end it only when the kit is disposed).
-  const services = Layer.scopedContext(Effect.withSpan(Layer.build(built), "identity-kit.startup")).pipe(
-    Layer.provide(telemetry)
-  )
+  // With the `tracer` option, the start-up in a span of its own (`Layer.withSpan` would end it only
+  // when the kit is disposed). Not otherwise: a tracer the storage layer installs would see its
+  // spans under a parent made by Effect's own tracer, which it never exports.
+  const services = (options.tracer === undefined
+    ? built
+    : Layer.scopedContext(Effect.withSpan(Layer.build(built), "identity-kit.startup"))).pipe(Layer.provide(telemetry))
   let runtime = ManagedRuntime.make(services)
   let building: Promise<Runtime.Runtime<IdentityKitServices>> | undefined
   let disposed = false
 
   // Built on first use. A layer that failed to build (say, the database was down at start) is
   // built again on the next use instead of failing forever.
+  // A failure rejects with the error itself, not Effect's `FiberFailure`, and is logged once per
+  // attempt (not once per request waiting on it).
   const getRuntime = (): Promise<Runtime.Runtime<IdentityKitServices>> => {
-    if (disposed) return Promise.reject(new Error("identity-kit was disposed"))
-    building ??= runtime.runtime().catch((cause: unknown) => {
+    if (disposed) return Promise.reject(new ServiceUnavailable())
+    building ??= runtime.runtime().then((rt) => {
+      adopt(rt)
+      return rt
+    }, (failure: unknown) => {
       const failed = runtime
       building = undefined
       runtime = ManagedRuntime.make(services)
       void failed.dispose().catch(() => {})
+      const cause = Runtime.isFiberFailure(failure) ? Cause.squash(failure[Runtime.FiberFailureCauseId]) : failure
+      runUnbuilt(logStorageFailure(failureLog, new StorageError({ operation: "startup", cause }), {}))
       throw cause
     })
     return building
@@ -251,13 +276,14 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   const building$: ProvideServices<never> = (effect) =>
     Effect.tryPromise({
       try: getRuntime,
-      catch: (cause) => new StorageError({ operation: "startup", cause })
-    }).pipe(Effect.flatMap((rt) => {
-      adopt(rt)
-      return Effect.provide(effect, rt)
-    }))
+      // Disposed while this request waited (its body still arriving): 503, as after `dispose()`.
+      catch: (cause) => cause instanceof ServiceUnavailable ? cause : new StorageError({ operation: "startup", cause })
+    }).pipe(Effect.flatMap((rt) => Effect.provide(effect, rt)))
   // Before the storage is built, and outside requests: the host's logger and tracer (or neither).
   const runUnbuilt = Runtime.runCallback(telemetryRuntime(telemetry, options.tracer !== undefined))
+  // A log line outside a request's fiber: on the built runtime when there is one (a logger the
+  // storage layer installs applies), else with the kit's options.
+  const log = (effect: Effect.Effect<void>): void => void (runBuilt ?? runUnbuilt)(effect)
 
   // Once disposing: routing and validation still answer, requests that need storage get 503.
   const closing$: ProvideServices<never> = () => Effect.fail(new ServiceUnavailable())
@@ -322,7 +348,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
         respond(response)
       } catch (cause) {
         // A host's callback that throws must not become an uncaught exception in the kit.
-        runUnbuilt(Effect.annotateLogs(
+        log(Effect.annotateLogs(
           Effect.logError("identity-kit: the response callback threw", Cause.die(cause)),
           requestAnnotations(requestId, request)
         ))
@@ -344,7 +370,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       if (cancelled) return
       if (!disposed && interruptedByDeadline(exit.cause)) {
         // Its storage work ran past `requestTimeout`: that endpoint's storage failure, logged once.
-        runUnbuilt(failureLog.error("identity-kit: request timed out", {
+        log(failureLog.error("identity-kit: request timed out", {
           ...requestAnnotations(requestId, request),
           timeoutMs: resolved.requestTimeoutMs
         }))
@@ -399,7 +425,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     getRuntime().then((rt) =>
       Runtime.runPromise(
         rt,
-        probeStorage.pipe(Effect.timeoutFail({
+        checkStorage.pipe(Effect.timeoutFail({
           duration: resolved.requestTimeoutMs,
           onTimeout: () => deadlineError(resolved.requestTimeoutMs)
         }))

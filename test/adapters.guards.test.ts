@@ -128,3 +128,22 @@ describe("Fastify", () => {
     await plain.dispose()
   })
 })
+
+describe("Express mounts that are one mount", () => {
+  it("a parameter in the mount path and a case-insensitive match: no warning", async () => {
+    const app = express5()
+    const identities = expressKit({ storage: layerMemory })
+    app.use("/:tenant", identities)
+    const { url, server } = await listen(app)
+    try {
+      expect(await post(`${url}/acme${ROUTE}`)).toBe(400)
+      expect(await post(`${url}/globex${ROUTE}`)).toBe(400)
+      expect(await post(`${url}/ACME${ROUTE}`)).toBe(400)
+      await settled()
+      expect(codes()).toEqual([])
+    } finally {
+      server.close()
+      await identities.dispose()
+    }
+  })
+})

@@ -149,6 +149,31 @@ describe("kit.ready()", () => {
   )
 })
 
+describe("kit.health() during another instance's migration", () => {
+  it.live.skipIf(DATABASE_URL === undefined)(
+    "once the schema was verified, health stays ok while the migrations table is locked (a rolling upgrade)",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const url = DATABASE_URL ?? ""
+        const schema = `ready_lock_${process.pid}_${Date.now()}`
+        yield* Layer.build(freshSchema(url, schema))
+        const scoped = withSearchPath(url, schema)
+        const kit = makeIdentityKit({ storage: layerPostgres({ url: scoped, listen: false }), requestTimeout: "2 seconds" })
+        yield* Effect.promise(() => kit.ready())
+        // What a newer version's migrator holds for its whole transaction.
+        const pg = yield* Effect.promise(() => import("pg"))
+        const locker = new pg.default.Client({ connectionString: scoped })
+        yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
+        yield* Effect.promise(() => locker.query("BEGIN"))
+        yield* Effect.promise(() => locker.query("LOCK TABLE identity_kit_migrations IN ACCESS EXCLUSIVE MODE"))
+        const health = yield* Effect.promise(() => kit.health())
+        assert.deepStrictEqual(health, { status: "ok" })
+        yield* Effect.promise(() => locker.query("ROLLBACK"))
+        yield* Effect.promise(() => kit.dispose())
+      }))
+  )
+})
+
 /** Memory storage whose root-key lookup fails: storage that is up but does not answer well. */
 const failingStorage = Layer.effect(
   IdentityStore,

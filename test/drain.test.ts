@@ -67,3 +67,31 @@ describe("shutdown under load (Node http)", () => {
     expect([...statuses.keys()].every((status) => status === 200 || status === 503)).toBe(true)
   }, 30_000)
 })
+
+describe("dispose before the storage was ever built", () => {
+  it("a fetch request still reading its body when dispose() is called gets 503, not a startup 500", async () => {
+    const { layerMemory, makeIdentityKit } = await import("identity-kit")
+    const kit = makeIdentityKit({ storage: layerMemory })
+    let push: ((chunk: string) => void) | undefined
+    let end: (() => void) | undefined
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        push = (chunk) => controller.enqueue(new TextEncoder().encode(chunk))
+        end = () => controller.close()
+      }
+    })
+    const answer = kit.fetch(new Request("http://localhost/v2/identities.updateIdentity", {
+      method: "POST",
+      headers: { authorization: "Bearer some-key", "content-type": "application/json" },
+      body,
+      duplex: "half"
+    } as RequestInit))
+    push?.('{"identity":')
+    const disposed = kit.dispose()
+    push?.('"user_1"}')
+    end?.()
+    const response = await answer
+    await disposed
+    expect(response.status).toBe(503)
+  })
+})

@@ -23,7 +23,8 @@ import {
 import { identityKit as fastifyKit } from "identity-kit/fastify"
 import { vi } from "vitest"
 import * as otelExample from "../examples/opentelemetry.js"
-import { makeFailureLog, sinkLogger as sinkOf } from "../src/internal/log.js"
+import { causeMessages, makeFailureLog, sinkLogger as sinkOf } from "../src/internal/log.js"
+import { parseTraceparent } from "../src/internal/trace.js"
 
 interface Line {
   readonly level: "error" | "warn" | "info" | "debug"
@@ -118,6 +119,46 @@ describe("logger option", () => {
     } finally {
       clock.mockRestore()
     }
+  })
+
+  it("makeFailureLog: a window that ends in silence says its count when it ends", async () => {
+    vi.useFakeTimers()
+    try {
+      const { lines, sink } = recorder()
+      const log = makeFailureLog(2, 1_000)
+      const layer = Logger.replace(Logger.defaultLogger, sinkOf(sink))
+      for (let n = 0; n < 5; n++) await Effect.runPromise(Effect.provide(log.error("failed", { n }), layer))
+      assert.strictEqual(lines.length, 2)
+      await vi.advanceTimersByTimeAsync(1_000)
+      assert.deepStrictEqual(lines.at(-1), {
+        level: "error",
+        fields: { suppressed: 3 },
+        message: "identity-kit: more failures were not logged"
+      })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it("causeMessages: credentials hidden up to the last @; a tagged error's field dump left out", () => {
+    const cause = new Error("connect failed for postgres://alice:p@ss@w0rd@db.internal:5432/app")
+    const wrapped = new StorageError({ operation: "connect", cause })
+    const text = causeMessages(wrapped).join(": ")
+    assert.notInclude(text, "ss@w0rd")
+    assert.include(text, "postgres://alice:***@db.internal:5432/app")
+    assert.notInclude(text, "\"operation\"")
+  })
+
+  it("a failed start-up: one line per attempt, not one per waiting request; kit.admin rejects with the cause itself", async () => {
+    const { lines, sink } = recorder()
+    const boom = new Error("database password authentication failed")
+    const broken = Layer.fail(boom) as unknown as Layer.Layer<IdentityStore>
+    const kit = makeIdentityKit({ storage: broken, logger: sink })
+    const answers = await Promise.all(Array.from({ length: 8 }, () => kit.fetch(update("k"))))
+    assert.deepStrictEqual([...new Set(answers.map((r) => r.status))], [500])
+    assert.strictEqual(lines.filter((line) => line.fields["operation"] === "startup").length, 1)
+    assert.strictEqual(await kit.admin.createWorkspace({ name: "x" }).catch((e: unknown) => e), boom)
+    await kit.dispose()
   })
 
   it("an Effect Logger: Logger.json prints the message as one string, logfmt has one message=", async () => {
@@ -235,6 +276,32 @@ describe("tracer option (OpenTelemetry)", () => {
     assert.notStrictEqual(fresh?.spanContext().traceId, "0".repeat(32))
     assert.isUndefined(parentOf(fresh as ReadableSpan))
     await continuing.dispose()
+    await provider.shutdown()
+  })
+
+  it("traceparent: W3C lower-case hex only; version ff, extra fields on 00 and zero ids are ignored", () => {
+    const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const span = "00f067aa0ba902b7"
+    assert.strictEqual(parseTraceparent(`00-${id}-${span}-01`)?.traceId, id)
+    assert.strictEqual(parseTraceparent(`00-${id}-${span}-00`)?.sampled, false)
+    assert.strictEqual(parseTraceparent(`01-${id}-${span}-01-future`)?.spanId, span)
+    for (const bad of [`00-${id.toUpperCase()}-${span}-01`, `ff-${id}-${span}-01`, `00-${id}-${span}-01-x`, `00-${"0".repeat(32)}-${span}-01`, `00-${id}-${"0".repeat(16)}-01`, "junk"]) {
+      assert.isUndefined(parseTraceparent(bad), bad)
+    }
+  })
+
+  it("a tracer installed by the storage layer: the first request after ready() is traced, no orphan parents", async () => {
+    const { exporter, provider, tracer } = otel()
+    const kit = makeIdentityKit({ storage: Layer.merge(layerMemory, Layer.setTracer(tracer)) })
+    await kit.ready()
+    await provider.forceFlush()
+    exporter.reset()
+    await kit.fetch(update("unknown-key"))
+    await provider.forceFlush()
+    const spans = exporter.getFinishedSpans()
+    assert.isTrue(spans.some((span) => span.name === "identity-kit.request"))
+    assertConnected(spans, undefined)
+    await kit.dispose()
     await provider.shutdown()
   })
 

@@ -129,6 +129,18 @@ export const probeStorage: Effect.Effect<void, StorageError, IdentityStore> = Ef
   (store) => store.probe
 )
 
+/** A hash no root key can have (hashes are base64): an indexed lookup that finds nothing. */
+const PING_HASH = "identity-kit:health-probe"
+
+/**
+ * A round trip to storage that takes no lock another instance's migration holds (the root-key
+ * lookup of every request): the health check once the schema was verified.
+ */
+export const pingStorage: Effect.Effect<void, StorageError, IdentityStore> = Effect.flatMap(
+  IdentityStore,
+  (store) => Effect.asVoid(store.findRootKey(PING_HASH))
+)
+
 /**
  * Gives the handler its services: on the kit's built runtime they are already there; before it is
  * built (or when it failed to build) this builds it, failing with the `StorageError` answered as
@@ -281,12 +293,24 @@ export const deadlineError = (ms: number): StorageError =>
   new StorageError({ operation: "timeout", cause: new Error(`no answer from storage within ${ms} ms`) })
 
 /** Builds the request program for `routes` under `options`. */
+/** What a kit gives its program besides the options and routes. */
+export interface ProgramHooks {
+  /** Where expected failures are logged (rate-limited). Default: a limiter of the program's own. */
+  readonly log?: FailureLog | undefined
+  /** Whether a request's span continues an incoming `traceparent`. Default `true`. */
+  readonly continueTrace?: boolean | undefined
+  /** The health route's storage check. Default `probeStorage`. */
+  readonly healthCheck?: Effect.Effect<void, StorageError, IdentityStore> | undefined
+}
+
 export const makeRequestProgram = (
   options: ResolvedHttpOptions,
   routes: ReadonlyArray<Route>,
-  log: FailureLog = makeFailureLog(),
-  continueTrace = true
+  hooks: ProgramHooks = {}
 ): RequestProgram => {
+  const log = hooks.log ?? makeFailureLog()
+  const continueTrace = hooks.continueTrace ?? true
+  const healthCheck = hooks.healthCheck ?? probeStorage
   const byPath = new Map(routes.map((route) => [options.basePath + route.path, route]))
 
   // The request deadline is the kit's (a coarse sweep over the requests in flight, see IdentityKit.ts);
@@ -297,7 +321,7 @@ export const makeRequestProgram = (
   const health = <R>(request: PlainRequest, provide: ProvideServices<R>): Effect.Effect<PlainResponse, never, R> =>
     request.method !== "GET" && request.method !== "HEAD"
       ? Effect.succeed(HEALTH_METHOD_NOT_ALLOWED)
-      : provide(probeStorage).pipe(
+      : provide(healthCheck).pipe(
         healthDeadline,
         Effect.match({ onFailure: () => HEALTH_UNAVAILABLE, onSuccess: () => HEALTH_OK })
       )
@@ -351,13 +375,8 @@ export const makeRequestProgram = (
     const fail = (error: ApiError) => errorResponse(error, requestId, options, request.headers, byPath.get(request.path))
     return answer(request, requestId, provide, deadline).pipe(
       Effect.catchAll((error) =>
-        Effect.as(
-          // A storage that failed to start never had a runtime to log in: logged here.
-          error._tag === "StorageError" && error.operation === "startup"
-            ? logStorageFailure(log, error, requestAnnotations(requestId, request))
-            : Effect.void,
-          fail(error)
-        )
+        // A storage that failed to start was logged once by the kit (not once per waiting request).
+        Effect.succeed(fail(error))
       ),
       Effect.catchAllDefect((defect) =>
         Effect.as(
@@ -368,16 +387,7 @@ export const makeRequestProgram = (
           fail(new InternalError({ cause: defect }))
         )
       ),
-      withRequestSpan(
-        "identity-kit.request",
-        {
-          "http.request.method": request.method,
-          "url.path": request.path,
-          "identity_kit.request_id": requestId,
-          ...(request.hostRequestId === undefined ? {} : { "identity_kit.host_request_id": request.hostRequestId })
-        },
-        () => continueTrace ? headerValue(request.headers, "traceparent") : undefined
-      )
+      withRequestSpan("identity-kit.request", request, requestId, continueTrace)
     )
   }
 }

@@ -150,7 +150,8 @@ export const telemetryRuntime = (layer: Layer.Layer<never>, traced: boolean): Ru
 }
 
 // Credentials in a URL inside a driver's message: never shown.
-const hideCredentials = (text: string): string => text.replace(/(\/\/[^:/@\s]*):[^@\s]*@/g, "$1:***@")
+// Up to the last `@` before the host: a password may itself hold `@` (`//alice:p@ss@db/x`).
+const hideCredentials = (text: string): string => text.replace(/(\/\/[^:/@\s]*):[^\s/]*@/g, "$1:***@")
 
 /**
  * The messages along a failure's chain of causes (FiberFailure → StorageError → SqlError → driver
@@ -170,7 +171,10 @@ export const causeMessages = (error: unknown): ReadonlyArray<string> => {
     }
     const message: unknown = Reflect.get(current, "message")
     const code: unknown = Reflect.get(current, "code")
-    if (typeof message === "string" && message !== "" && !messages.includes(message)) messages.push(message)
+    // A tagged error's own message is a dump of its fields (`{ "operation": …, "cause": … }`): its
+    // cause says it better, next.
+    const dump = typeof message === "string" && message.startsWith("{") && Reflect.get(current, "cause") !== undefined
+    if (typeof message === "string" && message !== "" && !dump && !messages.includes(message)) messages.push(message)
     if (typeof code === "string" && code !== "" && !messages.some((m) => m.includes(code))) messages.push(code)
     current = Reflect.get(current, "cause")
   }
@@ -191,9 +195,12 @@ export const makeFailureLog = (burst = 10, windowMs = 10_000): FailureLog => {
   let windowStart = 0
   let logged = 0
   let suppressed = 0
+  // The count of a window that ended in silence is said when it ends, not left for a next failure
+  // that may never come (an outage that stopped would look smaller than it was).
+  let flush: ReturnType<typeof setTimeout> | undefined
   return {
     error: (message, annotations) =>
-      Effect.suspend(() => {
+      Effect.withFiberRuntime((fiber) => {
         const now = Date.now()
         if (now - windowStart >= windowMs) {
           windowStart = now
@@ -201,6 +208,24 @@ export const makeFailureLog = (burst = 10, windowMs = 10_000): FailureLog => {
         }
         if (logged >= burst) {
           suppressed++
+          if (flush === undefined) {
+            // Said on the runtime (logger, level) of the fiber that was silenced.
+            const runtime = Runtime.make({
+              context: fiber.getFiberRef(FiberRef.currentContext),
+              fiberRefs: fiber.getFiberRefs(),
+              runtimeFlags: Runtime.defaultRuntimeFlags
+            })
+            flush = setTimeout(() => {
+              flush = undefined
+              if (suppressed === 0) return
+              const count = suppressed
+              suppressed = 0
+              Runtime.runFork(runtime)(
+                Effect.annotateLogs(Effect.logError("identity-kit: more failures were not logged"), { suppressed: count })
+              )
+            }, Math.max(1, windowStart + windowMs - now))
+            flush.unref()
+          }
           return Effect.void
         }
         logged++

@@ -43,7 +43,8 @@ const ZERO_SPAN = "0".repeat(16)
 /** The caller's span from a W3C `traceparent` header, or undefined when absent or malformed. */
 export const parseTraceparent = (header: string | undefined): Tracer.ExternalSpan | undefined => {
   if (header === undefined) return undefined
-  const match = TRACEPARENT.exec(header.trim().toLowerCase())
+  // Lower-case hex only (W3C HEXDIGLC): a header with upper-case digits is ignored, as OpenTelemetry does.
+  const match = TRACEPARENT.exec(header.trim())
   if (match === null) return undefined
   const [, version, traceId, spanId, flags] = match
   if (version === "ff" || traceId === undefined || spanId === undefined || flags === undefined) return undefined
@@ -53,19 +54,31 @@ export const parseTraceparent = (header: string | undefined): Tracer.ExternalSpa
   return Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 })
 }
 
+/** What the request span reads of a request (a `PlainRequest`). */
+interface SpanRequest {
+  readonly method: string
+  readonly path: string
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+  readonly hostRequestId?: string | undefined
+}
+
 /**
- * The request's server span, only when tracing is on: its parent is the caller's span from
- * `traceparent` when given, and its status code is recorded from the answer.
+ * The request's server span, only when tracing is on (its attributes are built only then): its
+ * parent is the caller's span from `traceparent` when `continueTrace`, and its status code is
+ * recorded from the answer.
  */
-export const withRequestSpan = (
-  name: string,
-  attributes: Record<string, unknown>,
-  traceparent: () => string | undefined
-) =>
+export const withRequestSpan = (name: string, request: SpanRequest, requestId: string, continueTrace: boolean) =>
 <A extends { readonly status: number }, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) => {
     if (!fiber.getFiberRef(FiberRef.currentTracerEnabled)) return self
-    const parent = parseTraceparent(traceparent())
+    const header = continueTrace ? request.headers["traceparent"] : undefined
+    const parent = parseTraceparent(typeof header === "string" ? header : undefined)
+    const attributes: Record<string, unknown> = {
+      "http.request.method": request.method,
+      "url.path": request.path,
+      "identity_kit.request_id": requestId
+    }
+    if (request.hostRequestId !== undefined) attributes["identity_kit.host_request_id"] = request.hostRequestId
     return Effect.withSpan(
       Effect.tap(self, (response) => Effect.annotateCurrentSpan("http.response.status_code", response.status)),
       name,

@@ -27,7 +27,8 @@
 import { createRequire } from "node:module"
 import type { PGliteInterface } from "@electric-sql/pglite"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Context, Data, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, type Scope } from "effect"
+import { Cause, Context, Data, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, type Scope } from "effect"
+import { causeMessages } from "../internal/log.js"
 import { IdentityStore, type IdentityStoreService } from "../services/IdentityStore.js"
 import {
   makeRootKeyEventHub,
@@ -315,9 +316,10 @@ export const makeRootKeyEventsPostgres = (
         }))
         // Once per outage, not once per attempt.
         if (failures === 0) {
-          yield* Effect.logWarning(
-            "identity-kit: the root-key listener is down; the root-key cache is bypassed until it reconnects",
-            Exit.isFailure(exit) ? exit.cause : undefined
+          // The cause's messages, not a stack: a database restart is expected.
+          yield* Effect.annotateLogs(
+            Effect.logWarning("identity-kit: the root-key listener is down; the root-key cache is bypassed until it reconnects"),
+            { error: Exit.isFailure(exit) ? causeMessages(Cause.squash(exit.cause)).join(": ") : "" }
           )
         }
         failures++
@@ -359,7 +361,9 @@ export const makeRootKeyEventsPglite = (
     ).pipe(Effect.either)
     if (listening._tag === "Left") {
       // Without LISTEN nothing is reported: stay disconnected, so the cache stays off.
-      yield* Effect.logWarning("identity-kit: PGlite LISTEN failed; the root-key cache is off", listening.left)
+      yield* Effect.annotateLogs(Effect.logWarning("identity-kit: PGlite LISTEN failed; the root-key cache is off"), {
+        error: causeMessages(listening.left).join(": ")
+      })
       return hub
     }
     const check = Effect.tryPromise(() => db.query(READY_CHECK)).pipe(

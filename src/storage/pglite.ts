@@ -25,6 +25,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Effect, Layer, type Scope, Stream } from "effect"
 import { StorageError } from "../Errors.js"
+import { causeMessages } from "../internal/log.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
 import {
   decodeRows,
@@ -259,7 +260,11 @@ export const makePglite = (
       }),
       (db) =>
         Effect.tryPromise(() => db.close()).pipe(
-          Effect.catchAll((cause) => Effect.logWarning("PGlite: failed to close", cause))
+          Effect.catchAll((cause) =>
+            Effect.annotateLogs(Effect.logWarning("identity-kit: PGlite failed to close"), {
+              error: causeMessages(cause).join(": ")
+            })
+          )
         )
     )
 
