@@ -6,6 +6,7 @@
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
@@ -160,15 +161,15 @@ describe("kit.health() during another instance's migration", () => {
         const scoped = withSearchPath(url, schema)
         const kit = makeIdentityKit({ storage: layerPostgres({ url: scoped, listen: false }), requestTimeout: "2 seconds" })
         yield* Effect.promise(() => kit.ready())
-        // What a newer version's migrator holds for its whole transaction.
-        const pg = yield* Effect.promise(() => import("pg"))
-        const locker = new pg.default.Client({ connectionString: scoped })
-        yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
-        yield* Effect.promise(() => locker.query("BEGIN"))
-        yield* Effect.promise(() => locker.query("LOCK TABLE identity_kit_migrations IN ACCESS EXCLUSIVE MODE"))
-        const health = yield* Effect.promise(() => kit.health())
+        // What a newer version's migrator holds for its whole transaction, on a connection of this test.
+        const health = yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          return yield* sql.withTransaction(Effect.gen(function*() {
+            yield* sql`LOCK TABLE identity_kit_migrations IN ACCESS EXCLUSIVE MODE`
+            return yield* Effect.promise(() => kit.health())
+          }))
+        }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(scoped) })))
         assert.deepStrictEqual(health, { status: "ok" })
-        yield* Effect.promise(() => locker.query("ROLLBACK"))
         yield* Effect.promise(() => kit.dispose())
       }))
   )
