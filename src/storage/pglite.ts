@@ -17,7 +17,7 @@ import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { PGlite } from "@electric-sql/pglite"
+import type { PGlite } from "@electric-sql/pglite"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -241,6 +241,24 @@ const toSqlError = (cause: unknown): SqlError => {
   return new SqlError({ cause, message: "Failed to execute statement" })
 }
 
+/** The message when `@electric-sql/pglite` is not installed (it is an optional peer dependency). */
+export const PGLITE_MISSING =
+  "identity-kit/pglite needs the package @electric-sql/pglite (an optional peer dependency of identity-kit, " +
+  "so that hosts on PostgreSQL do not install it): npm install @electric-sql/pglite"
+
+/**
+ * PGlite's module, loaded when a PGlite layer is first built: `@electric-sql/pglite` is an optional
+ * peer dependency (27 MB), and importing `identity-kit/pglite` must not fail without it.
+ */
+const loadPglite = Effect.tryPromise({
+  try: () => import("@electric-sql/pglite"),
+  catch: (cause) => {
+    const missing = typeof cause === "object" && cause !== null && Reflect.get(cause, "code") === "ERR_MODULE_NOT_FOUND" &&
+      String(Reflect.get(cause, "message")).includes("@electric-sql/pglite")
+    return new SqlError({ cause, message: missing ? PGLITE_MISSING : "PGlite: failed to load @electric-sql/pglite" })
+  }
+})
+
 /**
  * A fresh PGlite instance with a `SqlClient` and a `StatementExecutor` on it, closed when the scope
  * closes. A `dataDir` is locked (`identity-kit.lock` in it) until then; one that another process or
@@ -250,6 +268,7 @@ export const makePglite = (
   options: PgliteOptions = {}
 ): Effect.Effect<PgliteConnection, SqlError, Reactivity.Reactivity | Scope.Scope> =>
   Effect.gen(function*() {
+    const { PGlite } = yield* loadPglite
     const directory = directoryOf(options.dataDir)
     // Acquired first, so released last: after PGlite has closed the directory.
     if (directory !== undefined) yield* acquireDataDirLock(directory)

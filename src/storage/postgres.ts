@@ -106,6 +106,14 @@ const statementTimeoutMs = (config: PostgresConfig): number => {
  */
 const checkUrl = (url: unknown): void => {
   const text = typeof url === "string" ? url : Redacted.isRedacted(url) ? Redacted.value(url) : undefined
+  // A `Redacted` of another copy of Effect (a host on Effect 4) prints as `<redacted>` but cannot be
+  // read by ours: say so, rather than "must be a string" to someone who passed a Redacted.
+  if (text === undefined && typeof url === "object" && url !== null && String(url) === "<redacted>") {
+    throw new TypeError(
+      "identity-kit: layerPostgres `url` is a Redacted from another copy of effect (e.g. Effect 4), which this " +
+        "package's Effect 3 cannot read: pass the URL as a string"
+    )
+  }
   if (typeof text !== "string") {
     throw new TypeError("identity-kit: layerPostgres `url` must be a string or a Redacted string, e.g. postgres://user:password@host:5432/db")
   }
