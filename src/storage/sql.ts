@@ -170,10 +170,10 @@ const MetaJson = Schema.parseJson(JsonObjectFromSelf)
 // so the final order is set here.
 const byName = (a: Ratelimit, b: Ratelimit) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 
-const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({
+/** A root key as lists show it: never its hash. */
+const toRootKeyInfo = (row: typeof RootKeyInfoRow.Type): RootKeyInfo => ({
   id: row.id,
   workspaceId: row.workspace_id,
-  hash: row.hash,
   name: row.name,
   permissions: row.permissions,
   enabled: row.enabled,
@@ -181,6 +181,8 @@ const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({
   deletedAt: row.deleted_at,
   createdAt: row.created_at
 })
+
+const toRootKey = (row: typeof RootKeyRow.Type): RootKey => ({ ...toRootKeyInfo(row), hash: row.hash })
 
 // Row arrays as constants, built once (see `rows`).
 const RootKeyRows = Schema.Array(RootKeyRow)
@@ -811,16 +813,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     return keysetPage(
       found,
       query.limit,
-      (row): RootKeyInfo => ({
-        id: row.id,
-        workspaceId: row.workspace_id,
-        name: row.name,
-        permissions: row.permissions,
-        enabled: row.enabled,
-        expiresAt: row.expires_at,
-        deletedAt: row.deleted_at,
-        createdAt: row.created_at
-      }),
+      toRootKeyInfo,
       (row) => row.id
     )
   })
