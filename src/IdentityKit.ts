@@ -243,8 +243,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
 
   // Built on first use. A layer that failed to build (say, the database was down at start) is
   // built again on the next use instead of failing forever.
-  // A failure rejects with the error itself, not Effect's `FiberFailure`, and is logged once per
-  // attempt (not once per request waiting on it).
+  // A failure rejects with the error itself, not Effect's `FiberFailure`.
   const getRuntime = (): Promise<Runtime.Runtime<IdentityKitServices>> => {
     if (disposed) return Promise.reject(new ServiceUnavailable())
     building ??= runtime.runtime().then((rt) => {
@@ -255,9 +254,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       building = undefined
       runtime = ManagedRuntime.make(services)
       void failed.dispose().catch(() => {})
-      const cause = Runtime.isFiberFailure(failure) ? Cause.squash(failure[Runtime.FiberFailureCauseId]) : failure
-      runUnbuilt(logStorageFailure(failureLog, new StorageError({ operation: "startup", cause }), {}))
-      throw cause
+      throw Runtime.isFiberFailure(failure) ? Cause.squash(failure[Runtime.FiberFailureCauseId]) : failure
     })
     return building
   }
@@ -273,12 +270,23 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
   const inContext: ProvideServices<EndpointServices> = (effect) => effect
   // Before the runtime is built: routing and validation run at once, the services are built when
   // a request first needs them; a failure to build is that request's 500.
+  // A failed start-up that requests needed is logged once per attempt, not once per request waiting
+  // on it; one `ready()`, `run` or `admin` met is theirs to report (it rejects with it).
+  const loggedStartups = new WeakSet<object>()
   const building$: ProvideServices<never> = (effect) =>
     Effect.tryPromise({
       try: getRuntime,
       // Disposed while this request waited (its body still arriving): 503, as after `dispose()`.
       catch: (cause) => cause instanceof ServiceUnavailable ? cause : new StorageError({ operation: "startup", cause })
-    }).pipe(Effect.flatMap((rt) => Effect.provide(effect, rt)))
+    }).pipe(
+      Effect.tapErrorTag("StorageError", (error) => {
+        const key = typeof error.cause === "object" && error.cause !== null ? error.cause : error
+        if (loggedStartups.has(key)) return Effect.void
+        loggedStartups.add(key)
+        return logStorageFailure(failureLog, error, {})
+      }),
+      Effect.flatMap((rt) => Effect.provide(effect, rt))
+    )
   // Before the storage is built, and outside requests: the host's logger and tracer (or neither).
   const runUnbuilt = Runtime.runCallback(telemetryRuntime(telemetry, options.tracer !== undefined))
   // A log line outside a request's fiber: on the built runtime when there is one (a logger the

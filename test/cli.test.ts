@@ -243,6 +243,16 @@ describe("identity-kit (in process, on the same directory)", () => {
     assert.match(badRatelimit.stderr, /^identity-kit: --ratelimit must be name=limit\/duration\[\/auto\]/)
     const badExpiry = await runHere("root-key", "issue", "--workspace", "ws_cli", "--expires-at", "soon")
     assert.strictEqual(badExpiry.code, 2)
+    // What `Date.parse` alone would take: a bare month and day, a negative number, a day that rolls
+    // over, a local time, a time in the past.
+    for (const loose of ["Dec 25", "-5", "2030-02-30T00:00:00Z", "2030-01-01T00:00:00", "2001-01-01T00:00:00Z"]) {
+      const refused = await runHere("root-key", "issue", "--workspace", "ws_cli", "--expires-at", loose)
+      assert.strictEqual(refused.code, 2, loose)
+      assert.match(refused.stderr, /^identity-kit: --expires-at /, loose)
+    }
+    const badPort = await runHere("serve", "--port", "70000")
+    assert.strictEqual(badPort.code, 2)
+    assert.strictEqual(badPort.stderr, "identity-kit: --port / PORT must be a port number from 0 to 65535, got 70000\n")
 
     const created = await runHere(
       "identity", "create", "--workspace", "ws_cli", "--external-id", "user_2", "--meta", '{"plan":"free"}',

@@ -222,7 +222,7 @@ const storageIn = (schema: string, maxConnections: number) => {
       sql.unsafe(`CREATE SCHEMA "${schema}"`),
       () => sql.unsafe(`DROP SCHEMA "${schema}" CASCADE`).pipe(Effect.orDie)
     )
-  })).pipe(Layer.provide(layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: 1 })))
+  })).pipe(Layer.provide(layerPostgresClient({ url: DATABASE_URL ?? parsed.toString(), maxConnections: 1 })))
   return layerSql.pipe(
     Layer.provide(layerMigrations),
     Layer.provideMerge(layerPostgresClient({ url: parsed.toString(), maxConnections, applicationName })),

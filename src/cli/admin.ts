@@ -82,13 +82,30 @@ const workspace = Command.make("workspace").pipe(
 
 // --- root-key -----------------------------------------------------------------------------------
 
-/** `--expires-at`: epoch milliseconds, or an ISO 8601 date-time. */
+// ISO 8601 with a time zone: `Date.parse` alone reads "Dec 25", "-5" or local times, and rolls
+// 2030-02-30 over to March.
+const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/
+
+/** `--expires-at`: epoch milliseconds, or an ISO 8601 date (UTC midnight) or date-time with a zone; in the future. */
 const parseExpiresAt = (text: string) =>
   Effect.suspend(() => {
-    const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text)
-    return Number.isSafeInteger(ms)
-      ? Effect.succeed(ms)
-      : Effect.fail(usageError(`--expires-at must be epoch milliseconds or an ISO 8601 date-time, got ${JSON.stringify(text)}`))
+    const invalid = (why: string) =>
+      Effect.fail(usageError(`--expires-at ${why}, got ${JSON.stringify(text)}`))
+    let ms: number
+    if (/^\d+$/.test(text)) ms = Number(text)
+    else {
+      const match = ISO_DATE_TIME.exec(text)
+      if (match === null || (match[4] !== undefined && match[7] === undefined)) {
+        return invalid("must be epoch milliseconds or an ISO 8601 date-time with a time zone (2030-01-01T00:00:00Z)")
+      }
+      ms = Date.parse(match[4] === undefined ? `${text}T00:00:00Z` : text)
+      // The calendar date as written: no roll-over of day 30 of February.
+      const day = new Date(Date.parse(`${match[1]}-${match[2]}-${match[3]}T00:00:00Z`))
+      if (Number.isNaN(day.getTime()) || day.getUTCDate() !== Number(match[3])) return invalid("is not a calendar date")
+    }
+    if (!Number.isSafeInteger(ms)) return invalid("is not a time")
+    if (ms <= Date.now()) return invalid("is in the past: the key would be expired when issued")
+    return Effect.succeed(ms)
   })
 
 const keyState = (key: RootKeyInfo, now: number): string =>

@@ -65,6 +65,10 @@ export const describeStorageFailure = (failure: unknown): string => {
   const own = messages.find((message) => message.startsWith(PREFIX))
   if (own !== undefined) return oneLine(own)
   const detail = messages.join(": ")
+  // PGlite is an optional peer: the default storage of every command needs it installed.
+  if (messages.some((message) => message.startsWith("identity-kit/pglite needs the package @electric-sql/pglite"))) {
+    return "PGlite (the default storage, ./.data) is not installed: npm install @electric-sql/pglite, or use PostgreSQL with --database-url / DATABASE_URL."
+  }
   const missing = messages.find((message) => /relation "[^"]*" does not exist/.test(message))
   if (missing !== undefined) {
     return `the database has no identity-kit tables (${missing}). Run \`identity-kit migrate\` with the same storage flags.`

@@ -73,15 +73,27 @@ const listen = (server: Server, port: number, host: string) =>
     })
   })
 
+/** How long a shutdown waits for the requests in flight (the kit's own drain deadline). */
+const DRAIN_MS = 10_000
+
 /**
  * Stops the server, then the kit: no new connections, idle keep-alive ones closed, the requests in
- * flight answered (the kit drains them), then every connection left closed.
+ * flight answered — those still sending their body too: the server's `close` waits for them (up to
+ * the drain deadline), as the kit answers 503 to any that then needs storage — then every
+ * connection left closed.
  */
 const shutdown = (server: Server, handler: NodeHandler) =>
   Effect.promise(async () => {
-    server.close()
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     server.closeIdleConnections()
-    await handler.dispose()
+    // A kept-alive connection becomes idle once its last request is answered: closed then.
+    const idle = setInterval(() => server.closeIdleConnections(), 50)
+    const disposed = handler.dispose()
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([closed, new Promise<void>((resolve) => { timer = setTimeout(resolve, DRAIN_MS) })])
+    clearTimeout(timer)
+    clearInterval(idle)
+    await disposed
     server.closeAllConnections()
   })
 
@@ -113,6 +125,10 @@ export const serve = Command.make("serve", flags, (options) =>
       catch: () =>
         usageError(`--log-level / LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, none; got ${JSON.stringify(options.logLevel)}`)
     })
+    // Checked before the storage opens: Node would throw a RangeError only at listen.
+    if (!Number.isSafeInteger(options.port) || options.port < 0 || options.port > 65_535) {
+      return yield* usageError(`--port / PORT must be a port number from 0 to 65535, got ${options.port}`)
+    }
     const storage = yield* storageLayer(target, { listen: true })
     const handler = yield* Effect.try({
       try: () =>

@@ -25,7 +25,6 @@
  * off (`rootKeyCache: false`).
  */
 import { createRequire } from "node:module"
-import type { PGliteInterface } from "@electric-sql/pglite"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Cause, Context, Data, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, type Scope } from "effect"
 import { causeMessages } from "../internal/log.js"
@@ -346,12 +345,22 @@ export const layerRootKeyEventsPostgres = (
 // --- PGlite: in process ----------------------------------------------------------------------
 
 /**
+ * What the PGlite events source uses of a PGlite instance. Declared here, not imported from
+ * `@electric-sql/pglite`: it is an optional peer, and this module's types are part of
+ * `identity-kit/sql` and `identity-kit/postgres`, which must type-check without it.
+ */
+export interface PgliteNotifications {
+  readonly listen: (channel: string, callback: (payload: string) => void) => Promise<() => Promise<void>>
+  readonly query: (sql: string) => Promise<{ readonly rows: ReadonlyArray<unknown> }>
+}
+
+/**
  * The PGlite events source on `db`, until the scope closes. Build it before any transaction runs
  * (its `LISTEN` must not land inside one). It reports `Connected` once the triggers exist (checked
  * again every second until then, so the migration may run after it).
  */
 export const makeRootKeyEventsPglite = (
-  db: Pick<PGliteInterface, "listen" | "query">
+  db: PgliteNotifications
 ): Effect.Effect<RootKeyEventHub, never, Scope.Scope> =>
   Effect.gen(function*() {
     const hub = makeRootKeyEventHub()
@@ -386,7 +395,7 @@ export const makeRootKeyEventsPglite = (
  * after its migrations: no transaction is open when it runs `LISTEN`.
  */
 export const layerRootKeyEventsPglite = (
-  db: Pick<PGliteInterface, "listen" | "query">
+  db: PgliteNotifications
 ): Layer.Layer<RootKeyEvents | IdentityStore, never, IdentityStore> =>
   Layer.scopedContext(Effect.gen(function*() {
     const store = yield* IdentityStore
