@@ -8,17 +8,22 @@
  *
  * Slow (two `npm install`s from the registry), so one file that does both once.
  */
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
+import { once } from "node:events"
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
+import { Unkey } from "@unkey/api"
+import { Effect, Exit, Layer, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshSchema, withSearchPath } from "./support/postgres.js"
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL("..", import.meta.url))
 const npm = process.platform === "win32" ? "npm.cmd" : "npm"
+const DATABASE_URL = process.env["DATABASE_URL"]
 
 let work = ""
 let tarball = ""
@@ -104,14 +109,61 @@ await embedded.dispose()
 console.log("effect4 host ok")
 `)
     const { stdout } = await run(process.execPath, [join(dir, "check.mjs")], { cwd: dir })
-    // Before it: the kit's one log line about the storage that could not start (PGlite missing).
-    expect(stdout.trim().split("\n").at(-1)).toBe("effect4 host ok")
-    expect(stdout).toMatch(/identity-kit: storage failure.*npm install @electric-sql\/pglite/)
+    expect(stdout.trim()).toBe("effect4 host ok")
     const { stdout: tree } = await run(npm, ["ls", "effect", "--all", "--json"], { cwd: dir })
     const versions = new Set([...tree.matchAll(/"effect":\s*\{\s*"version":\s*"([^"]+)"/g)].map((m) => m[1]?.split(".")[0]))
     // The host's 4 at the top, the package's own 3 nested: two copies, each app talks to its own.
     expect([...versions].sort()).toEqual(["3", "4"])
   }, 240_000)
+
+  it.runIf(DATABASE_URL !== undefined)(
+    "npx identity-kit: migrate, workspace create, root-key issue, serve; Unkey's SDK works against it; SIGTERM exits 0",
+    async () => {
+      const dir = join(work, "host-effect4")
+      const schema = `consumer_${process.pid}_${Date.now()}`
+      const scope = Effect.runSync(Scope.make())
+      await Effect.runPromise(Layer.buildWithScope(freshSchema(DATABASE_URL ?? "", schema), scope))
+      try {
+        const env = { ...process.env, DATABASE_URL: withSearchPath(DATABASE_URL ?? "", schema) }
+        const npx = (...args: Array<string>) => run("npx", ["--no-install", "identity-kit", ...args], { cwd: dir, env })
+        await npx("migrate")
+        await npx("workspace", "create", "--id", "ws_npx", "--name", "npx")
+        const issued = JSON.parse((await npx(
+          "root-key", "issue", "--workspace", "ws_npx", "--permission", "identity.*.create_identity",
+          "--permission", "identity.*.update_identity", "--json"
+        )).stdout) as { key: string }
+        // The bin npm linked, run as is (npx would stand between it and the signal).
+        const server = spawn(join(dir, "node_modules", ".bin", "identity-kit"), ["serve", "--port", "0", "--json"], {
+          cwd: dir,
+          env,
+          stdio: ["ignore", "pipe", "pipe"]
+        })
+        try {
+          const line = await new Promise<string>((resolve, reject) => {
+            let out = ""
+            server.stdout.on("data", (chunk: Buffer) => {
+              out += chunk.toString("utf8")
+              if (out.includes("\n")) resolve(out.split("\n")[0] ?? "")
+            })
+            server.once("exit", (code) => reject(new Error(`serve exited with ${code}`)))
+          })
+          const { url } = JSON.parse(line) as { url: string }
+          const unkey = new Unkey({ rootKey: issued.key, serverURL: url, retryConfig: { strategy: "none" } })
+          await unkey.identities.createIdentity({ externalId: "user_npx", meta: { plan: "free" } })
+          const { data } = await unkey.identities.updateIdentity({ identity: "user_npx", meta: { plan: "pro" } })
+          expect(data.meta).toEqual({ plan: "pro" })
+          const exited = once(server, "exit")
+          server.kill("SIGTERM")
+          expect((await exited)[0]).toBe(0)
+        } finally {
+          if (server.exitCode === null && server.signalCode === null) server.kill("SIGKILL")
+        }
+      } finally {
+        await Effect.runPromise(Scope.close(scope, Exit.void))
+      }
+    },
+    120_000
+  )
 
   it("with effect@3 installed: one shared copy, the host's Layer and Redacted compose with the package's", async () => {
     const { dir, warnings } = await consumer("host-effect3", { "identity-kit": `file:${tarball}`, effect: "~3.22.0" })
