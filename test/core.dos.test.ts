@@ -1,11 +1,13 @@
 /**
  * Bodies without a key (issue 9, item 2): the worst-case shapes keep the contract's order and
- * answers (V before A before B), and the meta walk visits every value once with no early exit that
- * could change an answer. No timing here: the cost figures are in bench/README.md (bench/dos.ts).
+ * answers (V before A before B), a large body is never built before the key check (the prescan,
+ * src/http/jsonScan.ts), and the meta walk visits every value once with no early exit that could
+ * change an answer. No timing here: the cost figures are in bench/README.md (bench/dos.ts).
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
-import { scanMeta } from "../src/domain/Common.js"
+import { vi } from "vitest"
+import { codePoints, scanMeta } from "../src/domain/Common.js"
 import { type Answer, call, seed } from "./support/core.js"
 
 const MiB = 1024 * 1024
@@ -153,5 +155,113 @@ describe("10 MiB bodies: the contract's order and answers", () => {
       assert.strictEqual(errors[0]?.message, "additional properties 'k0' not allowed")
       assert.strictEqual(errors[19]?.message, "additional properties 'k19' not allowed")
       assert.strictEqual(errors[20]?.message, `additional properties: ${keys - 20} more not listed`)
+    }), { timeout: 60_000 })
+})
+
+/**
+ * The lengths of the `JSON.parse` calls, while `run` runs, on more than 64 KiB of `body`: none when
+ * the body is prescanned. (A syntax error's message is replayed on a stand-in of the same length,
+ * mostly spaces: not a part of the body.)
+ */
+const largeParses = <A>(body: string, run: Effect.Effect<A>) =>
+  Effect.gen(function*() {
+    const jsonParse = vi.spyOn(JSON, "parse")
+    try {
+      const result = yield* run
+      const large = jsonParse.mock.calls.map(([text]) => String(text)).filter((text) =>
+        text.length > 64 * 1024 && body.includes(text)
+      ).map((text) => text.length)
+      return { result, large }
+    } finally {
+      jsonParse.mockRestore()
+    }
+  })
+
+describe("10 MiB bodies without a valid key are never built", () => {
+  const keyList = (bytes: number) => {
+    const parts: Array<string> = []
+    for (let length = 0, i = 0; length < bytes - 16; i++) {
+      const part = `,"k${i.toString(36)}":0`
+      parts.push(part)
+      length += part.length
+    }
+    return parts.join("")
+  }
+  const deep = 5 * MiB - 40
+  const objects = Math.floor((10 * MiB - 60) / 6)
+  const cases: ReadonlyArray<readonly [string, string, number]> = [
+    ["nested empty arrays in meta", nestedBody(10 * MiB), 401],
+    ["arrays nested 5M deep", `{"identity":"x","meta":{"a":${"[".repeat(deep)}${"]".repeat(deep)}}}`, 400],
+    ["a 5M-item ratelimits", `{"identity":"x","ratelimits":[${"0,".repeat(5 * MiB - 20)}0]}`, 400],
+    ["a million unknown top-level keys", `{"identity":"x"${keyList(10 * MiB - 20)}}`, 400],
+    ["a million keys in meta", `{"identity":"x","meta":{"_":0${keyList(10 * MiB - 30)}}}`, 400],
+    // Valid once JSON.parse keeps the last "a": so the key check comes, and answers 401.
+    ["objects nested 1.7M deep, hidden by a repeated key", `{"identity":"x","meta":{"a":${"{\"a\":".repeat(objects)}1${"}".repeat(objects)},"a":1}}`, 401],
+    ["a syntax error after 10 MiB of valid JSON", nestedBody(10 * MiB - 1) + "x", 400]
+  ]
+  for (const [name, body, status] of cases) {
+    it.effect(`${name}: answered ${status}, no JSON.parse of the body`, () =>
+      Effect.gen(function*() {
+        const s = yield* Effect.promise(() => seed())
+        const { result: answer, large } = yield* largeParses(body, call(s, body, { authorization: UNKNOWN_KEY }))
+        assert.strictEqual(answer.status, status, JSON.stringify(answer.body).slice(0, 300))
+        assert.deepStrictEqual(large, [])
+        if (status === 400) {
+          // The same answer as parsing it whole: V4's message, or V5's issues.
+          const expected = syntaxMessage(body)
+          if (expected !== undefined) assert.strictEqual(firstMessage(answer), expected)
+        }
+      }), { timeout: 60_000 })
+  }
+
+  it.effect("deep objects hidden by a repeated key, with a valid key: parsed after the key check, then refused by its size (B5)", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => seed())
+      const depth = 1_000_000
+      const body = `{"identity":"user_123","meta":{"a":${"{\"a\":".repeat(depth)}1${"}".repeat(depth)},"a":"${"x".repeat(1_100_000)}"}}`
+      const answer = yield* call(s, body)
+      assert.strictEqual(answer.status, 400)
+      assert.match(answer.body.error?.detail ?? "", /^Metadata is too large, it must be less than 1MB, got: 1\.05$/)
+    }), { timeout: 60_000 })
+})
+
+const syntaxMessage = (text: string): string | undefined => {
+  try {
+    JSON.parse(text)
+    return undefined
+  } catch (error) {
+    return error instanceof SyntaxError ? error.message : undefined
+  }
+}
+
+describe("string lengths in code points", () => {
+  it("counts as for…of does: a surrogate pair once, an unpaired surrogate once", () => {
+    const reference = (s: string) => {
+      let n = 0
+      for (const _ of s) n++
+      return n
+    }
+    const units = fc.array(fc.constantFrom("a", "é", "\ud800", "\udc00", "\udbff\udfff", "😀", "\u0000"))
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: "binary" }), units.map((parts) => parts.join(""))), (s) => {
+        assert.strictEqual(codePoints(s), reference(s), JSON.stringify(s))
+      }),
+      { numRuns: 2000 }
+    )
+  })
+
+  it.effect("a ratelimit name of 10 MiB: one maxLength error, before the key", () =>
+    Effect.gen(function*() {
+      const s = yield* Effect.promise(() => seed())
+      const length = 10 * MiB - 80
+      const answer = yield* call(s, `{"identity":"x","ratelimits":[{"name":"${"n".repeat(length)}"}]}`, {
+        authorization: UNKNOWN_KEY
+      })
+      assert.strictEqual(answer.status, 400)
+      assert.deepStrictEqual(answer.body.error?.errors?.map((e) => [e.location, e.message]), [
+        ["body.ratelimits[0].name", `maxLength: got ${length}, want 128`],
+        ["body.ratelimits[0].limit", "missing property 'limit'"],
+        ["body.ratelimits[0].duration", "missing property 'duration'"]
+      ])
     }), { timeout: 60_000 })
 })

@@ -4,7 +4,7 @@
  * and one ratelimit of a request (spec §1 of update-identity; identities §1).
  */
 import { Schema } from "effect"
-import { isJsonObject } from "./Json.js"
+import { isJsonObject, type JsonObject } from "./Json.js"
 
 /** Limits of spec §1. */
 export const limits = {
@@ -49,10 +49,27 @@ export const SafeInteger = (minimum: number) =>
     Schema.filter((n) => Number.isSafeInteger(n) || `maximum: got ${n}, want ${Number.MAX_SAFE_INTEGER}`)
   )
 
-/** Length in code points, as JSON Schema counts `minLength`/`maxLength`. */
+const SURROGATE = /[\uD800-\uDFFF]/
+
+/**
+ * Length in code points, as JSON Schema counts `minLength`/`maxLength` (as `for…of` counts: a
+ * surrogate pair is one, an unpaired surrogate one). A long string without surrogates is its length:
+ * a 10 MiB name must not cost a step per character (issue 9).
+ */
 export const codePoints = (s: string) => {
-  let n = 0
-  for (const _ of s) n++
+  // Short strings (names, the common case) are cheaper to walk than to hand to the regex engine.
+  if (s.length > 64 && !SURROGATE.test(s)) return s.length
+  let n = s.length
+  for (let i = 0; i < s.length - 1; i++) {
+    const c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n--
+        i++
+      }
+    }
+  }
   return n
 }
 
@@ -123,23 +140,66 @@ export const scanMeta = (root: unknown): MetaScan => {
 }
 
 /**
+ * `meta` as the request sent it, read before the root-key check (spec §2: V before H1) without
+ * being built: its JSON text and what V5 checks of it. A handler parses it only after the key check,
+ * so a caller without a valid key never makes the kit build a large meta (issue 9). Made by the
+ * prescan of large bodies (src/http/jsonScan.ts).
+ */
+export class MetaText {
+  constructor(
+    /** The body text; the meta object is `text.slice(start, end)`. */
+    readonly text: string,
+    readonly start: number,
+    readonly end: number,
+    /**
+     * Its keys as `Object.keys` counts them when past `maxMetaKeys`; within it, possibly more (a
+     * repeated key counted each time): V5 only compares it with the limit.
+     */
+    readonly keys: number,
+    /** As `scanMeta` finds it when past `maxMetaDepth`; within it, possibly more (as `keys`). */
+    readonly depth: number,
+    /** A number beyond double range, as `scanMeta` finds it. */
+    readonly outOfRange: boolean
+  ) {}
+
+  /** The meta object, as `JSON.parse` of the whole body would have made it. */
+  parse(): JsonObject {
+    return JSON.parse(this.text.slice(this.start, this.end))
+  }
+}
+
+/** `meta` as a request's body hands it to a handler: parsed, or still text (see `MetaText`). */
+export type MetaInput = JsonObject | MetaText
+
+/** The meta object of a request, parsed now if it is still text: only after the root-key check. */
+export const metaObject = (meta: MetaInput): JsonObject => meta instanceof MetaText ? meta.parse() : meta
+
+const isMetaInput = (input: unknown): input is MetaInput => input instanceof MetaText || isJsonObject(input)
+
+const metaSchema = <A extends MetaInput>(is: (input: unknown) => input is A) =>
+  Schema.declare(is, { message: want("object") }).pipe(
+    Schema.filter((value) => {
+      const count = value instanceof MetaText ? value.keys : Object.keys(value).length
+      return count <= limits.maxMetaKeys || `maxProperties: got ${count}, want at most ${limits.maxMetaKeys}`
+    }),
+    Schema.filter((value) => {
+      const { depth, outOfRange } = value instanceof MetaText ? value : scanMeta(value)
+      return depth > limits.maxMetaDepth
+        ? `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
+        : outOfRange
+        ? "a number is out of range: it must fit a 64-bit float (at most about 1.8e308 in magnitude)"
+        : true
+    })
+  ).annotations({ identifier: "Meta" })
+
+/**
  * `meta` is validated but never rebuilt: the decoded value is the object `JSON.parse` made, so keys
  * such as `__proto__` stay ordinary own keys and no prototype is ever touched.
  */
-export const Meta = Schema.declare(isJsonObject, { message: want("object") }).pipe(
-  Schema.filter((value) => {
-    const count = Object.keys(value).length
-    return count <= limits.maxMetaKeys || `maxProperties: got ${count}, want at most ${limits.maxMetaKeys}`
-  }),
-  Schema.filter((value) => {
-    const { depth, outOfRange } = scanMeta(value)
-    return depth > limits.maxMetaDepth
-      ? `maxDepth: got ${depth}, want at most ${limits.maxMetaDepth}`
-      : outOfRange
-      ? "a number is out of range: it must fit a 64-bit float (at most about 1.8e308 in magnitude)"
-      : true
-  })
-).annotations({ identifier: "Meta" })
+export const Meta = metaSchema(isJsonObject)
+
+/** `Meta` as the endpoints decode it: a parsed object or a `MetaText`, with the same checks and messages. */
+export const MetaWire = metaSchema(isMetaInput)
 
 /** One ratelimit of the request; unknown keys inside an item are ignored (spec §1). */
 export const RatelimitRequest = Schema.Struct({
@@ -165,18 +225,33 @@ export const RatelimitRequest = Schema.Struct({
 
 
 /**
+ * How many items a large `ratelimits` holds, read without building them (the prescan of large
+ * bodies, src/http/jsonScan.ts): V5 checks the count before any item, so past 50 the count is the
+ * whole answer.
+ */
+export class ItemCount {
+  constructor(readonly length: number) {}
+}
+
+const ratelimitsSchema = <A extends ReadonlyArray<unknown> | ItemCount>(is: (input: unknown) => input is A) =>
+  // Declared, not `Schema.Array(Schema.Unknown)`: that decode copies every item before the count is
+  // checked, and a 10 MiB body holds 5M items (issue 9).
+  Schema.declare(is, { message: want("array") }).pipe(
+    Schema.filter((items) =>
+      items.length <= limits.maxRatelimits ||
+      `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`
+    ),
+    // Only arrays reach the items: an `ItemCount` is always past the limit.
+    Schema.compose(Schema.Array(RatelimitRequest), { strict: false })
+  )
+
+/**
  * The `ratelimits` of a request: at most 50 items. The item count is checked before any item is
  * decoded, so a huge array costs one check, not one error per item.
  */
-export const RatelimitsRequest = Schema.declare(
-  // Declared, not `Schema.Array(Schema.Unknown)`: that decode copies every item before the count is
-  // checked, and a 10 MiB body holds 5M items (issue 9).
-  (input: unknown): input is ReadonlyArray<unknown> => Array.isArray(input),
-  { message: want("array") }
-).pipe(
-  Schema.filter((items) =>
-    items.length <= limits.maxRatelimits ||
-    `maxItems: got ${items.length}, want at most ${limits.maxRatelimits}`
-  ),
-  Schema.compose(Schema.Array(RatelimitRequest), { strict: false })
+export const RatelimitsRequest = ratelimitsSchema((input: unknown): input is ReadonlyArray<unknown> => Array.isArray(input))
+
+/** `RatelimitsRequest` as the endpoints decode it: an array or an `ItemCount`, with the same checks and messages. */
+export const RatelimitsWire = ratelimitsSchema((input: unknown): input is ReadonlyArray<unknown> | ItemCount =>
+  Array.isArray(input) || input instanceof ItemCount
 )

@@ -3,7 +3,7 @@
  * (identities contract §1–§4) as Effect Schemas, and their success bodies.
  */
 import { Schema } from "effect"
-import { codePoints, JsonNumber, JsonString, Meta, RatelimitsRequest, want } from "./Common.js"
+import { codePoints, JsonNumber, JsonString, Meta, MetaWire, RatelimitsRequest, RatelimitsWire, want } from "./Common.js"
 import type { UpdateIdentityResponseData } from "./UpdateIdentity.js"
 
 /** Limits of the identities contract. */
@@ -16,22 +16,37 @@ export const identityLimits = {
 
 const EXTERNAL_ID = /^[a-zA-Z0-9_.-]+$/
 
+const externalId = JsonString.pipe(
+  Schema.filter((s) => s.length >= 1 || "minLength: got 0, want 1"),
+  Schema.filter((s) => {
+    const n = codePoints(s)
+    return n <= identityLimits.maxExternalIdLength || `maxLength: got ${n}, want ${identityLimits.maxExternalIdLength}`
+  }),
+  Schema.filter((s) => EXTERNAL_ID.test(s) || `pattern: want ${EXTERNAL_ID.source}`)
+)
+
 /** `createIdentity` (§1). Unknown top-level keys are accepted and ignored (the reference's schema). */
 export const CreateIdentityRequest = Schema.Struct({
-  externalId: JsonString.pipe(
-    Schema.filter((s) => s.length >= 1 || "minLength: got 0, want 1"),
-    Schema.filter((s) => {
-      const n = codePoints(s)
-      return n <= identityLimits.maxExternalIdLength || `maxLength: got ${n}, want ${identityLimits.maxExternalIdLength}`
-    }),
-    Schema.filter((s) => EXTERNAL_ID.test(s) || `pattern: want ${EXTERNAL_ID.source}`)
-  ),
+  externalId,
   meta: Schema.optionalWith(Meta, { exact: true }),
   ratelimits: Schema.optionalWith(RatelimitsRequest, { exact: true })
 }).annotations({ message: want("object") })
 
+/**
+ * `CreateIdentityRequest` as the endpoint decodes it: the same fields, checks and messages, with
+ * `meta` and `ratelimits` also as the prescan of a large body hands them (`MetaText`, `ItemCount`).
+ */
+export const CreateIdentityWire = Schema.Struct({
+  externalId,
+  meta: Schema.optionalWith(MetaWire, { exact: true }),
+  ratelimits: Schema.optionalWith(RatelimitsWire, { exact: true })
+}).annotations({ message: want("object") })
+
 /** A decoded `createIdentity` body. */
 export type CreateIdentityRequest = typeof CreateIdentityRequest.Type
+
+/** A valid `createIdentity` body as the endpoint decodes it (`meta` parsed only after the key check). */
+export type CreateIdentityWire = typeof CreateIdentityWire.Type
 
 /**
  * An identity id or externalId (§0.3): a string of length ≥ 1, nothing more. A value that could

@@ -4,7 +4,8 @@
  * A live identity with the same externalId → 409.
  */
 import { Clock, Effect } from "effect"
-import { CreateIdentityRequest } from "../domain/Identities.js"
+import { metaObject } from "../domain/Common.js"
+import { CreateIdentityWire } from "../domain/Identities.js"
 import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
@@ -15,8 +16,9 @@ import { checkMetaSize, checkUniqueNames, toRatelimitInputs } from "./common.js"
 export const endpoint = makeEndpoint({
   name: "createIdentity",
   path: "/v2/identities.createIdentity",
-  body: CreateIdentityRequest,
+  body: CreateIdentityWire,
   unknownKeys: "ignore",
+  shapes: { externalId: "scalar", meta: "meta", ratelimits: "ratelimits" },
   storageFailure: { detail: "We're unable to create the identity and its ratelimits." },
   handle: Effect.fnUntraced(function*(body, request) {
     const authorization = yield* Authorization
@@ -25,11 +27,13 @@ export const endpoint = makeEndpoint({
     const ratelimits = toRatelimitInputs(body.ratelimits)
     // Decision (contract §1): duplicate names are refused, as updateIdentity refuses them.
     yield* checkUniqueNames(ratelimits)
-    yield* checkMetaSize(body.meta === undefined ? undefined : JSON.stringify(body.meta))
+    // Parsed only now, after the key check: a large meta costs nothing to a caller without a key.
+    const meta = body.meta === undefined ? undefined : metaObject(body.meta)
+    yield* checkMetaSize(meta === undefined ? undefined : JSON.stringify(meta))
     const identity = yield* store.createIdentity({
       workspaceId: key.workspaceId,
       externalId: body.externalId,
-      meta: body.meta,
+      meta,
       ratelimits,
       now: yield* Clock.currentTimeMillis,
       audit: { actorId: key.keyId, actorName: "root key", remoteIp: request.remoteIp, userAgent: request.userAgent }

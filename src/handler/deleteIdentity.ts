@@ -18,6 +18,7 @@ export const endpoint = makeEndpoint({
   path: "/v2/identities.deleteIdentity",
   body: DeleteIdentityRequest,
   unknownKeys: "reject",
+  shapes: { identity: "scalar" },
   storageFailure: { detail: "Failed to delete Identity.", type: "unkey/application/service_unavailable" },
   handle: Effect.fnUntraced(function*(body, request) {
     const authorization = yield* Authorization

@@ -17,6 +17,7 @@ export const endpoint = makeEndpoint({
   path: "/v2/identities.getIdentity",
   body: GetIdentityRequest,
   unknownKeys: "reject",
+  shapes: { identity: "scalar" },
   storageFailure: { detail: "We're unable to retrieve the identity." },
   handle: Effect.fnUntraced(function*(body, request) {
     const authorization = yield* Authorization

@@ -16,6 +16,7 @@ export const endpoint = makeEndpoint({
   path: "/v2/identities.listIdentities",
   body: ListIdentitiesRequest,
   unknownKeys: "reject",
+  shapes: { limit: "scalar", cursor: "scalar", search: "scalar" },
   storageFailure: { detail: "We're unable to list the identities." },
   handle: Effect.fnUntraced(function*(body, request) {
     const authorization = yield* Authorization

@@ -4,7 +4,8 @@
  */
 import { Clock, Effect } from "effect"
 import { permissions } from "../domain/Permissions.js"
-import { UpdateIdentityRequest } from "../domain/UpdateIdentity.js"
+import { metaObject } from "../domain/Common.js"
+import { UpdateIdentityWire } from "../domain/UpdateIdentity.js"
 import { type HandlerRequest, makeEndpoint } from "../http/endpoint.js"
 import { annotate } from "../internal/trace.js"
 import { Authorization } from "../services/Authorization.js"
@@ -15,7 +16,7 @@ import { checkMetaSize, checkUniqueNames, toRatelimitInputs, toResponseData } fr
  * Handles a valid body: authorization (H1, H3), duplicate names (H4), meta size (H5), then the write
  * (H6, H7). Answers the success `data` or a typed error.
  */
-export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, request: HandlerRequest) {
+export const handle = Effect.fnUntraced(function*(body: UpdateIdentityWire, request: HandlerRequest) {
   const authorization = yield* Authorization
   const store = yield* IdentityStore
 
@@ -24,7 +25,9 @@ export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, r
 
   const ratelimits = toRatelimitInputs(body.ratelimits)
   yield* checkUniqueNames(ratelimits)
-  const meta = body.meta === undefined ? undefined : JSON.stringify(body.meta)
+  // Parsed only now, after the key check: a large meta costs nothing to a caller without a key.
+  const sentMeta = body.meta === undefined ? undefined : metaObject(body.meta)
+  const meta = sentMeta === undefined ? undefined : JSON.stringify(sentMeta)
   yield* checkMetaSize(meta)
 
   const identity = yield* store.updateIdentity({
@@ -40,15 +43,16 @@ export const handle = Effect.fnUntraced(function*(body: UpdateIdentityRequest, r
     },
     now: yield* Clock.currentTimeMillis
   })
-  return toResponseData(identity, ratelimits, body.meta)
+  return toResponseData(identity, ratelimits, sentMeta)
 })
 
 /** `POST /v2/identities.updateIdentity` in the route table. */
 export const endpoint = makeEndpoint({
   name: "updateIdentity",
   path: "/v2/identities.updateIdentity",
-  body: UpdateIdentityRequest,
+  body: UpdateIdentityWire,
   unknownKeys: "reject",
+  shapes: { identity: "scalar", meta: "meta", ratelimits: "ratelimits" },
   storageFailure: { detail: "We're unable to update the identity." },
   handle: (body, request) => Effect.map(handle(body, request), (data) => ({ data }))
 })

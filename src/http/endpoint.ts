@@ -9,6 +9,7 @@ import { ValidationIssue } from "../Errors.js"
 import { jsonTypeOf } from "../domain/UpdateIdentity.js"
 import type { Authorization } from "../services/Authorization.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
+import { type FieldShape, MAX_UNKNOWN_LISTED, prescanBody } from "./jsonScan.js"
 
 /** The services an endpoint's handler may use. */
 export type EndpointServices = Authorization | IdentityStore
@@ -44,10 +45,11 @@ export interface Route {
   readonly path: string
   readonly storageFailure: StorageFailureInfo
   /**
-   * Decodes the parsed JSON body (spec §2 V5). Valid: the handler, ready to run; invalid: every
-   * violation, in the order found.
+   * Reads the body text (spec §2 V4–V5). Valid: the handler, ready to run; invalid: every violation,
+   * in the order found. `prescan`: checked without being built first (`./jsonScan.ts`), for large
+   * bodies; the answer is the same either way.
    */
-  readonly decode: (json: unknown) => Either.Either<Handler, ReadonlyArray<ValidationIssue>>
+  readonly decode: (text: string, prescan: boolean) => Either.Either<Handler, ReadonlyArray<ValidationIssue>>
 }
 
 /** A valid body's handler, ready to run for one request. */
@@ -83,9 +85,6 @@ const toIssue = (issue: ParseResult.ArrayFormatterIssue): ValidationIssue => {
 const isObject = (value: unknown): value is Readonly<Record<string, unknown>> =>
   typeof value === "object" && value !== null && !Array.isArray(value)
 
-/** At most this many unknown top-level keys are listed: a million of them must not cost a million errors. */
-const MAX_UNKNOWN_LISTED = 20
-
 /** A body Schema: a Struct (its fields name the known top-level keys), needing no services. */
 export type BodySchema<A, I> = Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }
 
@@ -96,29 +95,56 @@ export interface EndpointDefinition<A, I> {
   readonly body: BodySchema<A, I>
   /** Whether unknown top-level keys are a 400 (`additionalProperties: false`) or ignored. */
   readonly unknownKeys: "reject" | "ignore"
+  /** How V5 reads each field of `body`, which the prescan of a large body must keep (`./jsonScan.ts`). */
+  readonly shapes: Readonly<Record<string, FieldShape>>
   /** How this endpoint's storage failure (500) reads: its public sentence and, if not the default, its type path. */
   readonly storageFailure: StorageFailureInfo
   readonly handle: (body: A, request: HandlerRequest) => Effect.Effect<SuccessBody, ApiError, EndpointServices>
 }
 
+/** The V4 issue: JSON.parse's own message. */
+const syntaxIssue = (message: string) => new ValidationIssue({ location: "body", message })
+
 /**
- * The decoder of a body Schema, compiled once: unknown top-level keys checked first (when `reject`)
- * and left out of the Schema decode, then every violation of the fields reported.
+ * The decoder of a body Schema, compiled once: the body text parsed (or prescanned), unknown
+ * top-level keys checked first (when `reject`) and left out of the Schema decode, then every
+ * violation of the fields reported. At most `MAX_UNKNOWN_LISTED` unknown keys are listed, the rest
+ * counted: a million unknown keys must not cost a million errors (issue 9).
  */
 export const makeBodyDecoder = <A, I>(
   body: BodySchema<A, I>,
-  unknownKeys: "reject" | "ignore"
-): (json: unknown) => Either.Either<A, ReadonlyArray<ValidationIssue>> => {
+  unknownKeys: "reject" | "ignore",
+  shapes: Readonly<Record<string, FieldShape>>
+): (text: string, prescan: boolean) => Either.Either<A, ReadonlyArray<ValidationIssue>> => {
   const schema = body.annotations({
     message: (issue) => `got ${jsonTypeOf(issue.actual)}, want object`,
     parseOptions: { onExcessProperty: "ignore" }
   })
   const decodeBody = Schema.decodeUnknownEither(schema, { errors: "all" })
   const known: ReadonlySet<string> = new Set(Object.keys(body.fields))
+  const fields = [...known].map((name) => {
+    const shape = shapes[name]
+    if (shape === undefined) throw new Error(`identity-kit: no prescan shape for body field '${name}'`)
+    return [name, shape] as const
+  })
   const strict = unknownKeys === "reject"
-  return (json) => {
-    // Only the first keys listed are kept; the rest are counted: a million unknown keys must not
-    // cost a million-entry list (issue 9).
+
+  const finish = (input: unknown, unknown: ReadonlyArray<string>, unknownCount: number) => {
+    const decoded = decodeBody(input)
+    if (unknownCount === 0 && Either.isRight(decoded)) return Either.right(decoded.right)
+    const issues = unknown.map(unexpected)
+    if (unknownCount > MAX_UNKNOWN_LISTED) {
+      issues.push(new ValidationIssue({
+        location: "body",
+        message: `additional properties: ${unknownCount - MAX_UNKNOWN_LISTED} more not listed`,
+        fix: `Send only ${[...known].map((key) => `'${key}'`).join(", ")}`
+      }))
+    }
+    if (Either.isLeft(decoded)) issues.push(...ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map(toIssue))
+    return Either.left(issues)
+  }
+
+  const fromJson = (json: unknown) => {
     const unknown: Array<string> = []
     let unknownCount = 0
     let input: unknown = json
@@ -134,30 +160,35 @@ export const makeBodyDecoder = <A, I>(
         input = picked
       }
     }
-    const decoded = decodeBody(input)
-    if (unknownCount === 0 && Either.isRight(decoded)) return Either.right(decoded.right)
-    const issues = unknown.map(unexpected)
-    if (unknownCount > MAX_UNKNOWN_LISTED) {
-      issues.push(new ValidationIssue({
-        location: "body",
-        message: `additional properties: ${unknownCount - MAX_UNKNOWN_LISTED} more not listed`,
-        fix: `Send only ${[...known].map((key) => `'${key}'`).join(", ")}`
-      }))
+    return finish(input, unknown, unknownCount)
+  }
+
+  return (text, prescan) => {
+    if (!prescan) {
+      let json: unknown
+      try {
+        json = JSON.parse(text)
+      } catch (error) {
+        return Either.left([syntaxIssue(error instanceof SyntaxError ? error.message : "body is not valid UTF-8")])
+      }
+      return fromJson(json)
     }
-    if (Either.isLeft(decoded)) issues.push(...ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map(toIssue))
-    return Either.left(issues)
+    // The same answers without building the body: its stand-in holds the known keys only.
+    const scanned = prescanBody(text, fields, strict)
+    if (scanned._tag === "SyntaxError") return Either.left([syntaxIssue(scanned.message)])
+    return finish(scanned.body, scanned.unknown.listed, scanned.unknown.count)
   }
 }
 
 /** An endpoint from its definition (its body decoder compiled once, here). */
 export const makeEndpoint = <A, I>(definition: EndpointDefinition<A, I>): Route => {
-  const decodeBody = makeBodyDecoder(definition.body, definition.unknownKeys)
+  const decodeBody = makeBodyDecoder(definition.body, definition.unknownKeys, definition.shapes)
   const handle = definition.handle
   return {
     name: definition.name,
     path: definition.path,
     storageFailure: definition.storageFailure,
-    decode: (json) =>
-      Either.map(decodeBody(json), (body) => (request: HandlerRequest) => handle(body, request))
+    decode: (text, prescan) =>
+      Either.map(decodeBody(text, prescan), (body) => (request: HandlerRequest) => handle(body, request))
   }
 }
