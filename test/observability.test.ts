@@ -336,6 +336,22 @@ describe("request ids", () => {
     await kit.dispose()
   })
 
+  it("audit entries of an HTTP write record the answer's request id and the host's", async () => {
+    const kit = makeIdentityKit({ storage: layerMemory })
+    const workspace = await kit.admin.createWorkspace({ name: "audit" })
+    const { key } = await kit.admin.issueRootKey({ workspaceId: workspace.id })
+    await kit.admin.createIdentity({ workspaceId: workspace.id, externalId: "user_123" })
+    const response = await kit.fetch(update(key, { "x-request-id": "edge-42" }))
+    assert.strictEqual(response.status, 200)
+    const { meta } = await response.json() as { meta: { requestId: string } }
+    const { items } = await kit.admin.listAuditLog(workspace.id)
+    const written = items.filter((entry) => entry.event === "identity.update")
+    assert.strictEqual(written.length, 1)
+    assert.strictEqual(written[0]?.requestId, meta.requestId)
+    assert.strictEqual(written[0]?.hostRequestId, "edge-42")
+    await kit.dispose()
+  })
+
   it("Fastify: its request.id is the host request id in the log line; a bad X-Request-Id is ignored", async () => {
     const { lines, sink } = recorder()
     const kit = makeIdentityKit({ storage: failingUpdates, logger: sink })

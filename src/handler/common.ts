@@ -5,12 +5,23 @@
 import { Effect } from "effect"
 import { InsufficientPermissions, InvalidInput } from "../Errors.js"
 import { type JsonObject, utf8Length } from "../domain/Json.js"
-import type { Identity, RatelimitInput } from "../domain/Model.js"
+import type { AuditContext, Identity, RatelimitInput } from "../domain/Model.js"
 import { permissions, readOne } from "../domain/Permissions.js"
 import { limits, type UpdateIdentityResponseData } from "../domain/UpdateIdentity.js"
+import type { HandlerRequest } from "../http/endpoint.js"
 import type { AuthorizedKey } from "../services/Authorization.js"
 
 /** The first name that repeats, in array order (spec §2 H4). */
+/** Who did it, from where, and which request: what every audit entry of a write records. */
+export const auditContext = (key: AuthorizedKey, request: HandlerRequest): AuditContext => ({
+  actorId: key.keyId,
+  actorName: "root key",
+  remoteIp: request.remoteIp,
+  userAgent: request.userAgent,
+  requestId: request.requestId,
+  hostRequestId: request.hostRequestId
+})
+
 export const firstDuplicate = (names: ReadonlyArray<string>): string | undefined => {
   const seen = new Set<string>()
   for (const name of names) {

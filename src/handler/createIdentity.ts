@@ -10,7 +10,7 @@ import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import { permissions } from "../domain/Permissions.js"
-import { checkMetaSize, checkUniqueNames, toRatelimitInputs } from "./common.js"
+import { auditContext, checkMetaSize, checkUniqueNames, toRatelimitInputs } from "./common.js"
 
 /** `POST /v2/identities.createIdentity` in the route table. */
 export const endpoint = makeEndpoint({
@@ -36,7 +36,7 @@ export const endpoint = makeEndpoint({
       meta,
       ratelimits,
       now: yield* Clock.currentTimeMillis,
-      audit: { actorId: key.keyId, actorName: "root key", remoteIp: request.remoteIp, userAgent: request.userAgent }
+      audit: auditContext(key, request)
     })
     return { data: { identityId: identity.id } }
   })

@@ -11,6 +11,7 @@ import { makeEndpoint } from "../http/endpoint.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
 import { permissions } from "../domain/Permissions.js"
+import { auditContext } from "./common.js"
 
 /** `POST /v2/identities.deleteIdentity` in the route table. */
 export const endpoint = makeEndpoint({
@@ -26,12 +27,12 @@ export const endpoint = makeEndpoint({
     const key = yield* authorization.authorize(request.authorization, permissions.deleteIdentity)
     // A value PostgreSQL text cannot hold names no identity: 404 without asking storage.
     if (storableText(body.identity) !== true) return yield* new IdentityNotFound()
-    const deleted = yield* store.deleteIdentity(key.workspaceId, body.identity, yield* Clock.currentTimeMillis, {
-      actorId: key.keyId,
-      actorName: "root key",
-      remoteIp: request.remoteIp,
-      userAgent: request.userAgent
-    })
+    const deleted = yield* store.deleteIdentity(
+      key.workspaceId,
+      body.identity,
+      yield* Clock.currentTimeMillis,
+      auditContext(key, request)
+    )
     if (!deleted) return yield* new IdentityNotFound()
     return {}
   })

@@ -10,7 +10,7 @@ import { type HandlerRequest, makeEndpoint } from "../http/endpoint.js"
 import { annotate } from "../internal/trace.js"
 import { Authorization } from "../services/Authorization.js"
 import { IdentityStore } from "../services/IdentityStore.js"
-import { checkMetaSize, checkUniqueNames, toRatelimitInputs, toResponseData } from "./common.js"
+import { auditContext, checkMetaSize, checkUniqueNames, toRatelimitInputs, toResponseData } from "./common.js"
 
 /**
  * Handles a valid body: authorization (H1, H3), duplicate names (H4), meta size (H5), then the write
@@ -35,12 +35,7 @@ export const handle = Effect.fnUntraced(function*(body: UpdateIdentityWire, requ
     identity: body.identity,
     meta,
     ratelimits,
-    audit: {
-      actorId: key.keyId,
-      actorName: "root key",
-      remoteIp: request.remoteIp,
-      userAgent: request.userAgent
-    },
+    audit: auditContext(key, request),
     now: yield* Clock.currentTimeMillis
   })
   return toResponseData(identity, ratelimits, sentMeta)

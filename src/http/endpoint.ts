@@ -18,7 +18,10 @@ export type EndpointServices = Authorization | IdentityStore
 export interface HandlerRequest {
   /** The Authorization header, trimmed; `Redacted` so it never reaches a log. */
   readonly authorization: Redacted.Redacted<string>
+  /** The kit's `req_…` id of this request (the answer's `meta.requestId`). */
   readonly requestId: string
+  /** The host's id for this request (Fastify's `request.id`, `X-Request-Id`), when it gave one. */
+  readonly hostRequestId?: string | undefined
   /** The client's address as the host's proxy settings define it (`trustProxy`, `req.ip`), else `""`. */
   readonly remoteIp: string
   readonly userAgent: string

@@ -352,6 +352,7 @@ export const makeRequestProgram = (
       const success = yield* provide(accepted.right.handler({
         authorization: accepted.right.authorization,
         requestId,
+        hostRequestId: request.hostRequestId,
         // The host's own answer when it has one (Express `req.ip`, Fastify `request.ip`).
         remoteIp: request.clientIp ??
           clientIpOf(headerValue(request.headers, "x-forwarded-for"), request.remoteAddress, options.trustProxy),
