@@ -27,13 +27,16 @@ import { auditLogOf, storeAuditLog } from "./support/audit.js"
 const DATABASE_URL = process.env["DATABASE_URL"]
 
 const schema = `identity_kit_test_${randomBytes(6).toString("hex")}`
+// Where DATABASE_URL is unset the suites below are skipped, but vitest still runs their bodies to
+// collect them: the layers they make need a valid URL (never connected to).
+const DB = DATABASE_URL ?? "postgres://unused@127.0.0.1:1/unused"
 const schemaUrl = withSearchPath(DATABASE_URL ?? "postgres://unused@127.0.0.1/unused", schema)
 
 describe.runIf(DATABASE_URL)("postgres", () => {
   const postgres = layerSql.pipe(
     Layer.provide(layerMigrations),
     Layer.provideMerge(layerPostgresClient({ url: schemaUrl, maxConnections: 10 })),
-    Layer.provide(freshSchema(DATABASE_URL ?? "", schema))
+    Layer.provide(freshSchema(DB, schema))
   )
   storageContract("postgres", postgres, (it) => {
     sqlFailureSuite(it)
@@ -59,8 +62,8 @@ describe.runIf(DATABASE_URL)("postgres through a host's own PgClient", () => {
   const ownSchema = `${schema}_own`
   const storage = layerSql.pipe(
     Layer.provide(layerMigrations),
-    Layer.provideMerge(PgClient.layer({ url: Redacted.make(withSearchPath(DATABASE_URL ?? "", ownSchema)) })),
-    Layer.provide(freshSchema(DATABASE_URL ?? "", ownSchema))
+    Layer.provideMerge(PgClient.layer({ url: Redacted.make(withSearchPath(DB, ownSchema)) })),
+    Layer.provide(freshSchema(DB, ownSchema))
   )
   storageContract("postgres (host's PgClient)", storage, (it) => {
     sqlFailureSuite(it)
@@ -82,7 +85,7 @@ describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isola
   const storage = layerSql.pipe(
     Layer.provide(layerMigrations),
     Layer.provide(layerPostgresClient({ url: url.toString(), maxConnections: 10 })),
-    Layer.provide(freshSchema(DATABASE_URL ?? "", rrSchema))
+    Layer.provide(freshSchema(DB, rrSchema))
   )
 
   it("concurrent updates of one identity all succeed: serialization failures are retried", async () => {
@@ -154,7 +157,7 @@ describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isola
       layerSql.pipe(
         Layer.provide(layerMigrations),
         Layer.provideMerge(layerPostgresClient({ url: rrUrl(`${rrSchema}_sets`), maxConnections: 4 })),
-        Layer.provide(freshSchema(DATABASE_URL ?? "", `${rrSchema}_sets`))
+        Layer.provide(freshSchema(DB, `${rrSchema}_sets`))
       )
     )), 60_000)
 })
@@ -250,19 +253,19 @@ describe("postgres unreachable", () => {
 const admin = (statement: string) =>
   Effect.runPromise(
     Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement)).pipe(
-      Effect.provide(layerPostgresClient({ url: DATABASE_URL ?? "", maxConnections: 1 }))
+      Effect.provide(layerPostgresClient({ url: DB, maxConnections: 1 }))
     )
   )
 
 describe.runIf(DATABASE_URL)("postgres outage", () => {
   it("answers 500 while the database is away and recovers by itself when it is back", async () => {
-    const target = new URL(DATABASE_URL ?? "")
+    const target = new URL(DB)
     const proxy = makeProxy(target.hostname, Number(target.port || 5432))
     await proxy.start() // learn a free port, then close it: the database is "down" at start
     await proxy.stop()
     const outageSchema = `${schema}_outage`
     await admin(`CREATE SCHEMA "${outageSchema}"`)
-    const through = new URL(withSearchPath(DATABASE_URL ?? "", outageSchema))
+    const through = new URL(withSearchPath(DB, outageSchema))
     through.hostname = "127.0.0.1"
     through.port = String(proxy.port)
     const kit = makeIdentityKit({
@@ -303,12 +306,12 @@ describe.runIf(DATABASE_URL)("postgres that stops answering", () => {
   // A server or network that goes silent (no byte, no close): without a statement bound, a request
   // would wait for as long as that lasts. The proxy freezes; PostgreSQL itself is never touched.
   it("a request is answered 500 once its statement timed out, never held for as long as the silence lasts", async () => {
-    const target = new URL(DATABASE_URL ?? "")
+    const target = new URL(DB)
     const proxy = makeProxy(target.hostname, Number(target.port || 5432))
     await proxy.start()
     const frozenSchema = `${schema}_frozen`
     await admin(`CREATE SCHEMA "${frozenSchema}"`)
-    const through = new URL(withSearchPath(DATABASE_URL ?? "", frozenSchema))
+    const through = new URL(withSearchPath(DB, frozenSchema))
     through.hostname = "127.0.0.1"
     through.port = String(proxy.port)
     const kit = makeIdentityKit({
@@ -333,7 +336,7 @@ describe.runIf(DATABASE_URL)("postgres that stops answering", () => {
 
   it("a statement waiting on a lock past statementTimeout is cancelled by the server: 500, the lock holder unharmed", async () => {
     const lockSchema = `${schema}_lockwait`
-    const url = withSearchPath(DATABASE_URL ?? "", lockSchema)
+    const url = withSearchPath(DB, lockSchema)
     await admin(`CREATE SCHEMA "${lockSchema}"`)
     const kit = makeIdentityKit({ storage: layerPostgres({ url, statementTimeout: "300 millis" }) })
     try {
@@ -367,14 +370,14 @@ describe.runIf(DATABASE_URL)("postgres that stops answering", () => {
   }, 60_000)
 
   it("statementTimeout is checked when the layer is made: 0 is no bound, past a 32-bit delay a TypeError", () => {
-    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: Duration.infinity })).toThrow(TypeError)
-    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: "30 days" })).toThrow(TypeError)
-    expect(() => layerPostgres({ url: DATABASE_URL ?? "", statementTimeout: 0 })).not.toThrow()
+    expect(() => layerPostgres({ url: DB, statementTimeout: Duration.infinity })).toThrow(TypeError)
+    expect(() => layerPostgres({ url: DB, statementTimeout: "30 days" })).toThrow(TypeError)
+    expect(() => layerPostgres({ url: DB, statementTimeout: 0 })).not.toThrow()
   })
 
   it("migrations are not bound by statementTimeout: they wait for another instance's migration lock", async () => {
     const migrating = `${schema}_migrating`
-    const url = withSearchPath(DATABASE_URL ?? "", migrating)
+    const url = withSearchPath(DB, migrating)
     await admin(`CREATE SCHEMA "${migrating}"`)
     try {
       // The tables exist; another session holds the migrator's table lock for longer than the bound.
