@@ -429,7 +429,9 @@ function decodeKey(s: string, start: number, end: number, into: Uint16Array): Ui
           c = 0x09
           break
         case 0x75:
-          c = Number.parseInt(s.slice(i + 1, i + 5), 16)
+          // Four hex digits read in place (the scan checked them): no slice or parse per escape.
+          c = (hex(s.charCodeAt(i + 1)) << 12) | (hex(s.charCodeAt(i + 2)) << 8) | (hex(s.charCodeAt(i + 3)) << 4) |
+            hex(s.charCodeAt(i + 4))
           i += 4
           break
         default:
@@ -565,18 +567,22 @@ let kept: Uint8Array = new Uint8Array(1024)
  * part. Probing is bounded: past a budget no honest input reaches, the keys are decoded and put in a
  * `Set`, whose hashing the engine seeds.
  */
+// The hashes of the few keys `distinctKeys` compares pairwise.
+const fewHashes = new Int32Array(8)
+
 function distinctKeys(s: string, spans: KeySpans, from: number, to: number, fromEnd: boolean): number {
   const n = to - from
   if (kept.length < n) kept = new Uint8Array(Math.max(n, kept.length * 2))
   kept.fill(0, 0, n)
   if (n <= 8) {
-    // A few keys: compared pairwise.
+    // A few keys: compared pairwise, each hashed once (an escaped key's hash decodes it).
+    for (let j = 0; j < n; j++) fewHashes[j] = keyHash(s, spans, from + j)
     let distinct = 0
     for (let step = 0; step < n; step++) {
       const j = fromEnd ? n - 1 - step : step
       let seen = false
       for (let other = 0; other < n && !seen; other++) {
-        if (kept[other] === 1 && keyHash(s, spans, from + other) === keyHash(s, spans, from + j)) {
+        if (kept[other] === 1 && fewHashes[other] === fewHashes[j]) {
           seen = sameKey(s, spans, from + other, from + j)
         }
       }
@@ -689,6 +695,9 @@ function indexOfKey(s: string, spans: KeySpans, k: number): number {
   let start = spans.starts[k]! + 1
   let n = end - start - 1
   if (end < 0) {
+    // At most 10 digits, each at most 6 characters escaped (`\u0031`): longer keys are no index,
+    // and need no decoding to say so.
+    if (-end - start > 62) return -1
     scratch = decodeKey(s, start - 1, -end, scratch)
     units = scratch
     start = 0
@@ -767,6 +776,20 @@ class Members {
 const OUT_OF_RANGE = 1
 const MULTI = 2
 
+const longest = new WeakMap<ReadonlyArray<string>, number>()
+/** The length of the longest name in `known` (remembered per list). */
+const longestKnown = (known: ReadonlyArray<string>): number => {
+  let n = longest.get(known)
+  if (n === undefined) {
+    n = known.reduce((max, name) => Math.max(max, name.length), 0)
+    longest.set(known, n)
+  }
+  return n
+}
+
+/** A hex digit's value (the scan checked it is one). */
+const hex = (c: number): number => (c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x57)
+
 /** Which known key the key at `[start, end)` is, or -1. */
 function knownIndex(s: string, start: number, end: number, escaped: boolean, known: ReadonlyArray<string>): number {
   if (!escaped) {
@@ -777,6 +800,9 @@ function knownIndex(s: string, start: number, end: number, escaped: boolean, kno
     }
     return -1
   }
+  // A decoded key is at least a sixth of its text (`\uXXXX`): one far longer than every known name
+  // is none of them, without decoding it.
+  if (end - start - 2 > 6 * longestKnown(known)) return -1
   scratch = decodeKey(s, start, end, scratch)
   const n = decodedLength
   outer: for (let k = 0; k < known.length; k++) {
@@ -1014,13 +1040,18 @@ export const REPLAY_FROM = 4096
 export interface SyntaxFailure {
   readonly pos: number
   readonly tokenStart: number
-  readonly open: ReadonlyArray<number>
+  readonly open: ArrayLike<number>
 }
 
-/** The failure `scan` holds, with the body's own object around the value when `inObject`. */
+/**
+ * The failure `scan` holds, with the body's own object around the value when `inObject`. One typed
+ * copy of the stack: a body of 10M open `[` before its error must not cost 10M array pushes.
+ */
 function failure(inObject: boolean): SyntaxFailure {
-  const open: Array<number> = inObject ? [OBJECT] : []
-  for (let level = 1; level <= scan.depth; level++) open.push(kinds[level]!)
+  const offset = inObject ? 1 : 0
+  const open = new Uint8Array(scan.depth + offset)
+  if (inObject) open[0] = OBJECT
+  open.set(kinds.subarray(1, scan.depth + 1), offset)
   return { pos: scan.error, tokenStart: scan.tokenStart, open }
 }
 
