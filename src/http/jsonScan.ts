@@ -568,13 +568,18 @@ let kept: Uint8Array = new Uint8Array(1024)
  * `Set`, whose hashing the engine seeds.
  */
 // The hashes of the few keys `distinctKeys` compares pairwise.
-const fewHashes = new Int32Array(8)
+const fewHashes = new Int32Array(16)
+// `distinctKeys`' buffers for more keys, reused from call to call and grown as needed.
+let dedupKeys = new Int32Array(64)
+let dedupHashes = new Int32Array(64)
+const dedupBounds = new Int32Array(2)
+let dedupTable = new Int32Array(64)
 
 function distinctKeys(s: string, spans: KeySpans, from: number, to: number, fromEnd: boolean): number {
   const n = to - from
   if (kept.length < n) kept = new Uint8Array(Math.max(n, kept.length * 2))
   kept.fill(0, 0, n)
-  if (n <= 8) {
+  if (n <= 16) {
     // A few keys: compared pairwise, each hashed once (an escaped key's hash decodes it).
     for (let j = 0; j < n; j++) fewHashes[j] = keyHash(s, spans, from + j)
     let distinct = 0
@@ -593,18 +598,23 @@ function distinctKeys(s: string, spans: KeySpans, from: number, to: number, from
     }
     return distinct
   }
-  // Hash and key offset of each key, grouped by part, in key order within a part.
+  // Hash and key offset of each key, grouped by part, in key order within a part. The buffers are
+  // the module's, grown as needed: `meta` may hold ~100K small objects, each deduplicated here.
   const bits = n <= 2048 ? 0 : Math.min(14, Math.ceil(Math.log2(n / 1024)))
+  if (dedupKeys.length < n) {
+    dedupKeys = new Int32Array(Math.max(n, dedupKeys.length * 2))
+    dedupHashes = new Int32Array(dedupKeys.length)
+  }
   let partHashes: Int32Array
   if (spans.someEscaped) {
-    partHashes = new Int32Array(n)
+    partHashes = dedupHashes
     for (let j = 0; j < n; j++) partHashes[j] = keyHash(s, spans, from + j)
   } else {
     partHashes = spans.hashes.subarray(from, to)
   }
-  const partKeys = new Int32Array(n)
+  const partKeys = dedupKeys
   const parts = 1 << bits
-  const bounds = new Int32Array(parts + 1)
+  const bounds = bits === 0 ? dedupBounds.fill(0) : new Int32Array(parts + 1)
   if (bits === 0) {
     for (let j = 0; j < n; j++) partKeys[j] = j
     bounds[1] = n
@@ -627,12 +637,9 @@ function distinctKeys(s: string, spans: KeySpans, from: number, to: number, from
     }
     partHashes = hashes
   }
-  let largest = 0
-  for (let p = 0; p < parts; p++) largest = Math.max(largest, bounds[p + 1]! - bounds[p]!)
-  let size = 16
-  while (size < largest * 2) size *= 2
-  // Interleaved: entry + 1 (0: free), then its hash.
-  const table = new Int32Array(size * 2)
+  // Interleaved: entry + 1 (0: free), then its hash. Sized by the distinct keys found, not by the
+  // keys: 1.7M copies of one key must not allocate a table for 1.7M.
+  let table = dedupTable
   let budget = 8 * n + 1024
   let distinct = 0
   for (let p = 0; p < parts; p++) {
@@ -640,9 +647,9 @@ function distinctKeys(s: string, spans: KeySpans, from: number, to: number, from
     const hi = bounds[p + 1]!
     if (hi === lo) continue
     let slots = 16
-    while (slots < (hi - lo) * 2) slots *= 2
     table.fill(0, 0, slots * 2)
-    const mask = slots - 1
+    let mask = slots - 1
+    let used = 0
     for (let step = 0; step < hi - lo; step++) {
       const at = fromEnd ? hi - 1 - step : lo + step
       const h = partHashes[at]!
@@ -664,6 +671,23 @@ function distinctKeys(s: string, spans: KeySpans, from: number, to: number, from
       table[slot * 2 + 1] = h
       kept[j] = 1
       distinct++
+      // Past half full: twice the slots, the entries placed again.
+      if (++used * 2 > slots) {
+        const entries = table.slice(0, slots * 2)
+        slots *= 2
+        mask = slots - 1
+        if (table.length < slots * 2) dedupTable = table = new Int32Array(slots * 2)
+        else table.fill(0, 0, slots * 2)
+        for (let q = 0; q < entries.length; q += 2) {
+          const entry = entries[q]!
+          if (entry === 0) continue
+          const eh = entries[q + 1]!
+          let at2 = eh & mask
+          while (table[at2 * 2] !== 0) at2 = (at2 + 1) & mask
+          table[at2 * 2] = entry
+          table[at2 * 2 + 1] = eh
+        }
+      }
     }
   }
   return distinct
