@@ -18,7 +18,7 @@ import type {
   RootKeyInfo,
   Workspace
 } from "./domain/Model.js"
-import { causeMessages, makeFailureLog, type TelemetryOptions, telemetryLayer, telemetryRuntime } from "./internal/log.js"
+import { classifyStorageFailure, makeFailureLog, type TelemetryOptions, telemetryLayer, telemetryRuntime } from "./internal/log.js"
 import type { EndpointServices } from "./http/endpoint.js"
 import { hostRequestIdOf, type PlainRequest, type PlainResponse, streamBody } from "./http/plain.js"
 import {
@@ -148,20 +148,20 @@ const plainKeyInput = (input: Admin.IssueRootKeyPlain): Admin.IssueRootKey => {
 
 /** Why the storage is not ready, as one sentence with what to do about it. */
 const describeFailure = (error: unknown): string => {
-  const messages = causeMessages(error)
-  // The storage's own probe already says what is wrong and what to run.
-  const own = messages.find((m) => m.startsWith("identity-kit: "))
-  if (own !== undefined) return own
-  const detail = messages.join(": ")
-  const missing = messages.find((m) => /relation "[^"]*" does not exist/.test(m))
-  if (missing !== undefined) {
-    return `identity-kit: the database has no identity-kit tables (${missing}). Run the migrations: \`migrate\` from identity-kit/sql ` +
-      "(or `npm run migrate` in a checkout), or build the storage with `migrate: true` (the default)."
+  const failure = classifyStorageFailure(error)
+  switch (failure.kind) {
+    // The storage's own sentence (the probe) already says what is wrong and what to run.
+    case "own":
+      return failure.message
+    case "no-tables":
+      return `identity-kit: the database has no identity-kit tables (${failure.relation}). Run the migrations: ` +
+        "`migrate` from identity-kit/sql (or `npx identity-kit migrate`), or build the storage with `migrate: true` (the default)."
+    case "unreachable":
+      return `identity-kit: cannot reach the database (${failure.detail}). Check the URL, that the server runs and accepts connections from here.`
+    case "pglite-missing":
+    case "other":
+      return `identity-kit: the storage is not ready (${failure.detail}).`
   }
-  if (messages.some((m) => /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|timed out|timeout|connect|terminated/i.test(m))) {
-    return `identity-kit: cannot reach the database (${detail}). Check the URL, that the server runs and accepts connections from here.`
-  }
-  return `identity-kit: the storage is not ready (${detail}).`
 }
 
 

@@ -5,7 +5,7 @@
  */
 import { ValidationError } from "@effect/cli"
 import { Cause, Data, Option, Runtime } from "effect"
-import { causeMessages } from "../internal/log.js"
+import { causeMessages, classifyStorageFailure } from "../internal/log.js"
 import { PromptsUnsupported } from "./platform.js"
 
 /** The exit codes (docs/cli.md). */
@@ -59,24 +59,21 @@ export const describeStorageFailure = (failure: unknown): string => {
   const cause = failure instanceof Error && failure.message.startsWith(PREFIX) && failure.cause !== undefined
     ? failure.cause
     : failure
-  // A tagged error's own message is its fields as JSON: the causes under it say what happened.
-  const messages = causeMessages(cause).filter((message) => !message.startsWith("{"))
-  // The storage's own sentence (a database behind this version: what to run).
-  const own = messages.find((message) => message.startsWith(PREFIX))
-  if (own !== undefined) return oneLine(own)
-  const detail = messages.join(": ")
-  // PGlite is an optional peer: the default storage of every command needs it installed.
-  if (messages.some((message) => message.startsWith("identity-kit/pglite needs the package @electric-sql/pglite"))) {
-    return "PGlite (the default storage, ./.data) is not installed: npm install @electric-sql/pglite, or use PostgreSQL with --database-url / DATABASE_URL."
+  const found = classifyStorageFailure(cause)
+  switch (found.kind) {
+    // The storage's own sentence (a database behind this version: what to run).
+    case "own":
+      return oneLine(found.message)
+    // PGlite is an optional peer: the default storage of every command needs it installed.
+    case "pglite-missing":
+      return "PGlite (the default storage, ./.data) is not installed: npm install @electric-sql/pglite, or use PostgreSQL with --database-url / DATABASE_URL."
+    case "no-tables":
+      return `the database has no identity-kit tables (${found.relation}). Run \`identity-kit migrate\` with the same storage flags.`
+    case "unreachable":
+      return `cannot reach the database (${oneLine(found.detail)}). Check the URL, that the server runs and accepts connections from here.`
+    case "other":
+      return `the storage failed (${oneLine(found.detail)})`
   }
-  const missing = messages.find((message) => /relation "[^"]*" does not exist/.test(message))
-  if (missing !== undefined) {
-    return `the database has no identity-kit tables (${missing}). Run \`identity-kit migrate\` with the same storage flags.`
-  }
-  if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|timed out|connect/i.test(detail)) {
-    return `cannot reach the database (${oneLine(detail)}). Check the URL, that the server runs and accepts connections from here.`
-  }
-  return `the storage failed (${oneLine(detail)})`
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null

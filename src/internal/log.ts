@@ -235,3 +235,32 @@ export const makeFailureLog = (burst = 10, windowMs = 10_000): FailureLog => {
       })
   }
 }
+
+/** What a failure to start or reach the storage is, read from its chain of causes. */
+export type StorageFailureKind =
+  /** The storage's own sentence, e.g. the probe's "at migration 0004 … needs 0009 …". */
+  | { readonly kind: "own"; readonly message: string }
+  | { readonly kind: "pglite-missing"; readonly detail: string }
+  | { readonly kind: "no-tables"; readonly relation: string }
+  | { readonly kind: "unreachable"; readonly detail: string }
+  | { readonly kind: "other"; readonly detail: string }
+
+const UNREACHABLE = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|timed out|timeout|connect|terminated/i
+
+/**
+ * Classifies a storage failure once, for every place that words it for its reader (`kit.ready()`
+ * for code, the command line for a person): each says what to do in its own terms.
+ */
+export const classifyStorageFailure = (error: unknown): StorageFailureKind => {
+  const messages = causeMessages(error)
+  const detail = messages.join(": ")
+  const own = messages.find((m) => m.startsWith("identity-kit: "))
+  if (own !== undefined) return { kind: "own", message: own }
+  if (messages.some((m) => m.startsWith("identity-kit/pglite needs the package @electric-sql/pglite"))) {
+    return { kind: "pglite-missing", detail }
+  }
+  const relation = messages.find((m) => /relation "[^"]*" does not exist/.test(m))
+  if (relation !== undefined) return { kind: "no-tables", relation }
+  if (messages.some((m) => UNREACHABLE.test(m))) return { kind: "unreachable", detail }
+  return { kind: "other", detail }
+}
