@@ -394,7 +394,10 @@ describe("syntax errors: JSON.parse's message, replayed on a short stand-in", ()
         const replay = stand.prefix + text.slice(stand.cut)
         assert.strictEqual(replay.length, text.length)
         assert.isAtMost(stand.cut, at.pos - 10)
-        assert.strictEqual(parseMessage(replay), parseMessage(text), text.slice(0, 300))
+        // Without its line breaks the replay gives the same message but for the line and column
+        // that newer engines (Node 22 and later) append: compared without them.
+        const message = (t: string) => keepLines ? parseMessage(t) : parseMessage(t)?.replace(/ \(line \d+ column \d+\)$/, "")
+        assert.strictEqual(message(replay), message(text), text.slice(0, 300))
         if (keepLines) assert.deepStrictEqual(lines(replay, at.pos), lines(text, at.pos))
       }),
       { numRuns: 2000 }
