@@ -10,12 +10,18 @@ import { randomBytes } from "node:crypto"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option } from "effect"
 import { Admin, hashRootKey, IdentityStore, makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPgliteClient } from "identity-kit/pglite"
 import { layerPostgresClient } from "identity-kit/postgres"
 import { layerSql, migrate } from "identity-kit/sql"
-import { IDENTITIES_WORKSPACE_FK, MIGRATIONS_TABLE, migrations, ROOT_KEYS_WORKSPACE_FK } from "../src/storage/migrations.js"
+import {
+  IDENTITIES_WORKSPACE_FK,
+  MIGRATIONS_TABLE,
+  migrateWith,
+  migrations,
+  ROOT_KEYS_WORKSPACE_FK
+} from "../src/storage/migrations.js"
 import { freshSchema, withSearchPath } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
@@ -126,5 +132,109 @@ describe.runIf(DATABASE_URL)("on PostgreSQL", () => {
     return layerPostgresClient({ url: withSearchPath(url, schema), maxConnections: 2 }).pipe(
       Layer.provide(freshSchema(url, schema))
     )
+  })
+
+  // Migration 0008 alters the audit log. PostgreSQL queues lock requests in order, so an ALTER TABLE
+  // waiting behind a long reader would hold every write to the table behind itself; a migration
+  // waits at most its lock_timeout, rolls back and tries again, and the writes go on meanwhile.
+  describe("a migration blocked by a long reader", () => {
+    const schemaLayer = () => {
+      const schema = `identity_kit_migration_${randomBytes(6).toString("hex")}`
+      return {
+        schema,
+        layer: layerPostgresClient({ url: withSearchPath(url, schema), maxConnections: 2 }).pipe(
+          Layer.provide(freshSchema(url, schema))
+        )
+      }
+    }
+    /** A client of its own (one connection) in `schema`, released with the scope. */
+    const connection = (schema: string) =>
+      Effect.map(
+        Layer.build(layerPostgresClient({ url: withSearchPath(url, schema), maxConnections: 1 })),
+        (context) => Context.get(context, SqlClient.SqlClient)
+      )
+    /** A transaction that has read the audit log and stays open (holding its lock) until `release`. */
+    const longReader = (schema: string) =>
+      Effect.gen(function*() {
+        const sql = yield* connection(schema)
+        const holding = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const fiber = yield* sql.withTransaction(
+          sql`SELECT count(*) FROM identity_kit_audit_log`.pipe(
+            Effect.zipRight(Deferred.succeed(holding, undefined)),
+            Effect.zipRight(Deferred.await(release))
+          )
+        ).pipe(Effect.forkScoped)
+        yield* Deferred.await(holding)
+        return Deferred.succeed(release, undefined).pipe(Effect.zipRight(Fiber.join(fiber)))
+      })
+    /** Migration ids recorded, and whether 0008's column exists: what the database is at. */
+    const state = Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const ids = yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM ${sql(MIGRATIONS_TABLE)} ORDER BY 1`
+      const columns = yield* sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'identity_kit_audit_log' AND column_name = 'request_id'`
+      return { ids: ids.map((row) => row.migration_id), requestIdColumn: columns[0]?.n === 1 }
+    })
+
+    it.live("gives way to the writes, retries, and applies once the reader is gone", () => {
+      const { layer, schema } = schemaLayer()
+      const warnings: Array<string> = []
+      const collect = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      })
+      return Effect.gen(function*() {
+        yield* migrateUpTo(7)
+        const endReader = yield* longReader(schema)
+
+        const migrating = yield* migrateWith({ lockTimeout: "150 millis", lockAttempts: 1000 }).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, collect)),
+          Effect.fork
+        )
+        // Until the migration has given way at least once (20 s at most).
+        for (let waited = 0; warnings.length === 0 && waited < 400; waited++) yield* Effect.sleep("50 millis")
+        assert.isNotEmpty(warnings, "the migration gave way to the reader")
+
+        // A write takes ROW EXCLUSIVE on the table: it goes through while the reader is still open.
+        // (Behind an ALTER TABLE that waits without a bound it would wait as long as the reader: the
+        // statement_timeout turns that into a failure here.)
+        const writer = yield* connection(schema)
+        for (let i = 0; i < 3; i++) {
+          yield* writer.withTransaction(
+            writer.unsafe("SET LOCAL statement_timeout = '20s'").pipe(
+              Effect.zipRight(writer.unsafe("LOCK TABLE identity_kit_audit_log IN ROW EXCLUSIVE MODE"))
+            )
+          )
+        }
+        assert.isTrue(Option.isNone(yield* Fiber.poll(migrating)), "the migration waits for the reader")
+        assert.deepStrictEqual(yield* state, { ids: [1, 2, 3, 4, 5, 6, 7], requestIdColumn: false })
+        assert.match(warnings[0] ?? "", /waited 150ms for a table lock .* trying again \(1 of 1000 tries\)/)
+
+        yield* endReader
+        assert.deepStrictEqual((yield* Fiber.join(migrating)).map(([id]) => id), [8, 9])
+        assert.deepStrictEqual(yield* state, { ids: [1, 2, 3, 4, 5, 6, 7, 8, 9], requestIdColumn: true })
+      }).pipe(Effect.scoped, Effect.provide(layer))
+    }, 60_000)
+
+    it.live("gives up after its tries with a sentence that says what to do, and changes nothing", () => {
+      const { layer, schema } = schemaLayer()
+      return Effect.gen(function*() {
+        yield* migrateUpTo(7)
+        const endReader = yield* longReader(schema)
+        const exit = yield* Effect.exit(migrateWith({ lockTimeout: "100 millis", lockAttempts: 2 }).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, Logger.none))
+        ))
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+        assert.strictEqual(error?._tag, "StorageError")
+        assert.match(
+          String(error?.cause instanceof Error ? error.cause.message : ""),
+          /^identity-kit: the migrations could not get their table locks in 2 tries .*pg_stat_activity.*nothing was changed\.$/
+        )
+        yield* endReader
+        assert.deepStrictEqual(yield* state, { ids: [1, 2, 3, 4, 5, 6, 7], requestIdColumn: false })
+      }).pipe(Effect.scoped, Effect.provide(layer))
+    }, 60_000)
   })
 })

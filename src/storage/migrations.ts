@@ -15,7 +15,7 @@
  */
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Schedule } from "effect"
 import { StorageError } from "../Errors.js"
 import { withSpan } from "../internal/trace.js"
 import { rootKeyNotifyMigration } from "./notify.js"
@@ -793,10 +793,55 @@ const ensureMigrationsTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   )`).pipe(Effect.retry({ times: 1 })))
 
 /**
- * Applies the pending migrations on the `SqlClient`; answers the ones applied now. Failures are
- * `StorageError`s (the migrator reports a failed migration as a defect; it is caught here).
+ * How long one migration statement may wait for a table lock (`lock_timeout`). PostgreSQL queues
+ * lock requests in order, so an `ALTER TABLE` waiting behind a long reader makes every write to
+ * that table wait behind it: unbounded, a migration during a slow report would stall the API for
+ * as long as the report runs. Bounded, the migration gives up, rolls back and tries again.
  */
-export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> =
+export const MIGRATION_LOCK_TIMEOUT = Duration.seconds(2)
+
+/** Tries in all before a migration that cannot get its locks fails: about two minutes with the backoff. */
+export const MIGRATION_LOCK_ATTEMPTS = 25
+
+// 250 ms, doubling up to 5 s, jittered so that instances starting together spread out.
+const lockBackoff = (attempts: number) =>
+  Schedule.exponential("250 millis").pipe(
+    Schedule.union(Schedule.spaced("5 seconds")),
+    Schedule.jittered,
+    Schedule.intersect(Schedule.recurs(attempts - 1))
+  )
+
+/** SQLSTATE lock_not_available: a statement waited `lock_timeout` for a lock (its transaction is rolled back). */
+const isLockTimeout = (error: StorageError): boolean => {
+  let cause: unknown = error.cause
+  for (let depth = 0; depth < 6 && typeof cause === "object" && cause !== null; depth++) {
+    if (Reflect.get(cause, "code") === "55P03") return true
+    cause = Reflect.get(cause, "cause")
+  }
+  return false
+}
+
+// Each migration first bounds its own lock waits. The migrator's lock on its table comes before and
+// stays unbounded: waiting for another instance to finish migrating is meant, and holds up no write.
+const boundedLockMigrations = (timeout: Duration.Duration) =>
+  Object.fromEntries(
+    Object.entries(migrations).map(([key, migration]) => [
+      key,
+      Effect.zipRight(
+        Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`SET LOCAL lock_timeout = ${Duration.toMillis(timeout)}`)),
+        migration
+      )
+    ])
+  )
+
+/** Options of `migrate` (tests shorten them; the defaults are `MIGRATION_LOCK_TIMEOUT` and `MIGRATION_LOCK_ATTEMPTS`). */
+export interface MigrateOptions {
+  readonly lockTimeout?: Duration.DurationInput
+  readonly lockAttempts?: number
+}
+
+/** One try: all pending migrations in one transaction, failures as `StorageError`. */
+const migrateOnce = (lockTimeout: Duration.Duration) =>
   ensureMigrationsTable.pipe(
     // In a transaction of ours with no statement_timeout (`layerPostgres`' statementTimeout): the
     // migrator's table lock may wait for another instance's migrations, and a migration may build
@@ -805,13 +850,62 @@ export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: st
       sql.withTransaction(
         Effect.zipRight(
           sql.unsafe("SET LOCAL statement_timeout = 0"),
-          run({ loader: Migrator.fromRecord(migrations), table: MIGRATIONS_TABLE })
+          run({ loader: Migrator.fromRecord(boundedLockMigrations(lockTimeout)), table: MIGRATIONS_TABLE })
         )
       ))),
     Effect.mapError((cause) => new StorageError({ operation: "migrate", cause })),
-    Effect.catchAllDefect((cause) => Effect.fail(new StorageError({ operation: "migrate", cause }))),
-    withSpan("IdentityKit.migrate")
+    Effect.catchAllDefect((cause) => Effect.fail(new StorageError({ operation: "migrate", cause })))
   )
+
+/**
+ * `migrate` with its lock bounds set: each migration statement waits at most `lockTimeout` for a
+ * table lock; a try that timed out is rolled back whole and run again after a backoff, at most
+ * `lockAttempts` tries in all, each retry logged as a warning.
+ */
+export const migrateWith = (
+  options: MigrateOptions = {}
+): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> => {
+  const lockTimeout = Duration.decode(options.lockTimeout ?? MIGRATION_LOCK_TIMEOUT)
+  const attempts = Math.max(1, Math.floor(options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS))
+  const gaveUp = (error: StorageError) =>
+    new StorageError({
+      operation: "migrate",
+      cause: new Error(
+        `identity-kit: the migrations could not get their table locks in ${attempts} tries (each waiting ` +
+          `${Duration.format(lockTimeout)}): another session holds them, a long transaction or report. ` +
+          "Find it in pg_stat_activity and end it, or migrate when it is done; nothing was changed.",
+        { cause: error.cause }
+      )
+    })
+  return Effect.suspend(() => {
+    let tries = 0
+    const once = Effect.suspend(() => {
+      tries++
+      return migrateOnce(lockTimeout)
+    })
+    return once.pipe(
+      Effect.tapError((error) =>
+        isLockTimeout(error) && tries < attempts
+          ? Effect.logWarning(
+            `identity-kit: a migration waited ${Duration.format(lockTimeout)} for a table lock that another ` +
+              `session holds (a long transaction?); rolled back, trying again (${tries} of ${attempts} tries)`
+          )
+          : Effect.void
+      ),
+      Effect.retry({ schedule: lockBackoff(attempts), while: isLockTimeout }),
+      Effect.mapError((error) => isLockTimeout(error) ? gaveUp(error) : error)
+    )
+  }).pipe(withSpan("IdentityKit.migrate"))
+}
+
+/**
+ * Applies the pending migrations on the `SqlClient`; answers the ones applied now. Failures are
+ * `StorageError`s (the migrator reports a failed migration as a defect; it is caught here). A
+ * migration waits at most `MIGRATION_LOCK_TIMEOUT` for a table lock, so it never holds up the
+ * API's writes for longer; it then rolls back and tries again, up to `MIGRATION_LOCK_ATTEMPTS`.
+ */
+export const migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> =
+  migrateWith()
 
 /** Runs `migrate` when built: put it before `layerSql` so the tables exist before the first request. */
 export const layerMigrations: Layer.Layer<never, StorageError, SqlClient.SqlClient> = Layer.effectDiscard(migrate)

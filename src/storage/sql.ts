@@ -73,7 +73,8 @@ import {
   schemaProblem
 } from "./migrations.js"
 
-export { layerMigrations, migrate } from "./migrations.js"
+export { layerMigrations, migrate, migrateWith } from "./migrations.js"
+export type { MigrateOptions } from "./migrations.js"
 export { StatementExecutor } from "./executor.js"
 export { rootKeyNotifyMigration } from "./notify.js"
 export type { StatementExecutorService } from "./executor.js"
