@@ -284,6 +284,27 @@ describe("identity-kit (in process, on the same directory)", () => {
     assert.isDefined(keyId)
     assert.match(issued.stdout, /\n {2}unkey_[1-9A-HJ-NP-Za-km-z]+\n$/)
 
+    // `@effect/cli` alone would drop these and issue the default permission.
+    for (const [args, line] of [
+      [["--permission", ""], "--permission needs a value, got an empty one"],
+      [["--permission", "  "], "--permission needs a value, got an empty one"],
+      [["--permission="], "--permission needs a value, got an empty one"],
+      [["--permission"], "--permission needs a value"]
+    ] as const) {
+      const refused = await runHere("root-key", "issue", "--workspace", "ws_cli", "--json", ...args)
+      assert.deepStrictEqual(refused, { code: 2, stdout: "", stderr: `identity-kit: ${line}\n` }, args.join(" "))
+    }
+    const emptyRatelimit = await runHere("identity", "create", "--workspace", "ws_cli", "--external-id", "u", "--ratelimit", "")
+    assert.deepStrictEqual(emptyRatelimit, { code: 2, stdout: "", stderr: "identity-kit: --ratelimit needs a value, got an empty one\n" })
+    // `--flag=value` works for a repeated flag as for the others.
+    const spelled = await runHere(
+      "root-key", "issue", "--workspace=ws_cli", "--permission=identity.*.read_identity", "--permission", "identity.*.create_identity", "--json"
+    )
+    assert.deepStrictEqual(
+      (JSON.parse(spelled.stdout) as { rootKey: { permissions: Array<string> } }).rootKey.permissions,
+      ["identity.*.read_identity", "identity.*.create_identity"]
+    )
+
     const revoked = await runHere("root-key", "revoke", keyId!, "--json")
     assert.deepStrictEqual(JSON.parse(revoked.stdout), { id: keyId, revoked: true })
     const missing = await runHere("root-key", "revoke", "key_nope")

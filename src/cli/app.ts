@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
 import { Effect, Exit, Logger, LogLevel } from "effect"
 import { adminCommands } from "./admin.js"
-import { ExitCode, formatLine, outcomeOf } from "./failure.js"
+import { type CliFailure, ExitCode, formatLine, outcomeOf, usageError } from "./failure.js"
 import { migrate } from "./migrate.js"
 import * as Platform from "./platform.js"
 import { serve } from "./serve.js"
@@ -35,12 +35,47 @@ const root = Command.make("identity-kit").pipe(
 
 const cli = Command.run(root, { name: "identity-kit", version: version() })
 
+// The repeatable flags. `@effect/cli` drops an empty or missing value of a repeated option without a
+// word (`--permission ''` would issue a key with the default permission instead of failing), and
+// reads `--permission=…` as an unknown argument although it splits `--name=…`.
+const REPEATED_FLAGS: ReadonlySet<string> = new Set(["--permission", "--ratelimit"])
+
+/**
+ * `argv` with `--permission=…` split as `--permission …`; a usage failure for a repeated flag
+ * given an empty value or none.
+ */
+const repeatedFlags = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, CliFailure> => {
+  const out: Array<string> = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? ""
+    if (i < 2 || arg === "--") {
+      out.push(...(arg === "--" ? argv.slice(i) : [arg]))
+      if (arg === "--") break
+      continue
+    }
+    const equals = arg.indexOf("=")
+    const flag = equals === -1 ? arg : arg.slice(0, equals)
+    if (!REPEATED_FLAGS.has(flag)) {
+      out.push(arg)
+      continue
+    }
+    // The next argument, unless it is the next flag (no permission or ratelimit starts with `--`).
+    const next = argv[i + 1]
+    const value = equals !== -1 ? arg.slice(equals + 1) : next === undefined || next.startsWith("--") ? undefined : argv[++i]
+    if (value === undefined || value.trim() === "") {
+      return Effect.fail(usageError(`${flag} needs a value${value === undefined ? "" : ", got an empty one"}`))
+    }
+    out.push(flag, value)
+  }
+  return Effect.succeed(out)
+}
+
 /**
  * Runs the command line `argv` (as `process.argv`: runtime and script first) and answers the exit
  * code, having printed the failure, if any, as one line on stderr.
  */
 export const run = (argv: ReadonlyArray<string>): Promise<number> =>
-  cli(argv).pipe(
+  Effect.flatMap(repeatedFlags(argv), cli).pipe(
     Platform.withCliConsole,
     Effect.provide(Platform.layer),
     // Lines the storage logs while it starts or migrates: on stderr, and only warnings and worse
