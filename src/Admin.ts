@@ -12,7 +12,7 @@
  */
 import { randomBytes } from "node:crypto"
 import { Clock, Effect, Either, Redacted } from "effect"
-import type { IdentityConflict, InvalidInput, StorageError, WorkspaceNotFound } from "./Errors.js"
+import type { IdentityConflict, InvalidInput, RootKeyConflict, StorageError, WorkspaceNotFound } from "./Errors.js"
 import {
   adminLimits,
   type Checked,
@@ -135,12 +135,16 @@ const checkGivenKey = (key: unknown): Checked<string | undefined> => {
   return checkKeyText(value)
 }
 
-/** Issues a root key: stores its hash, returns the plaintext once as `key`. */
+/**
+ * Issues a root key: stores its hash, returns the plaintext once as `key`. Fails with
+ * `WorkspaceNotFound` for a workspace that does not exist, `RootKeyConflict` for a `key` of your
+ * own that is stored already.
+ */
 export const issueRootKey: (
   input: IssueRootKey
 ) => Effect.Effect<
   { readonly rootKey: RootKey; readonly key: Redacted.Redacted<string> },
-  InvalidInput | WorkspaceNotFound | StorageError,
+  InvalidInput | WorkspaceNotFound | RootKeyConflict | StorageError,
   IdentityStore
 > = Effect.fn("Admin.issueRootKey")(function*(input: IssueRootKey) {
   const [checked, given] = yield* valid("issueRootKey", [
@@ -189,7 +193,10 @@ export const updateRootKey: (
   }
 )
 
-/** Revokes (soft-deletes) a root key: it is then answered as unknown (401). `false` when there was none. */
+/**
+ * Revokes (soft-deletes) a root key: it is then answered as unknown (401). `false` when there was
+ * none. Revoking it again answers `true` and keeps the first revocation time.
+ */
 export const revokeRootKey: (keyId: string) => Effect.Effect<boolean, InvalidInput | StorageError, IdentityStore> = Effect
   .fn("Admin.revokeRootKey")(function*(keyId: string) {
     const [id] = yield* valid("revokeRootKey", [checkKeyId(keyId)])

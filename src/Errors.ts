@@ -95,6 +95,12 @@ export class IdentityConflict extends Schema.TaggedError<IdentityConflict>()("Id
   externalId: Schema.String
 }) {}
 
+/**
+ * The admin API only: a root key with this plaintext exists already (`issueRootKey` with a `key` of
+ * your own; its hash is unique). Names neither key.
+ */
+export class RootKeyConflict extends Schema.TaggedError<RootKeyConflict>()("RootKeyConflict", {}) {}
+
 /** 503: the kit is shutting down (`dispose()` was called); the request changed nothing. */
 export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()("ServiceUnavailable", {}) {}
 

@@ -12,6 +12,7 @@ import {
   InvalidInput,
   layerMemory,
   makeIdentityKit,
+  RootKeyConflict,
   WorkspaceNotFound
 } from "identity-kit"
 import { assert, describe, it } from "vitest"
@@ -78,6 +79,10 @@ describe("kit.admin plain values", () => {
     assert.strictEqual(fromString.key, "my-own-key-0123456789")
     const fromRedacted = await kit.admin.issueRootKey({ workspaceId, key: Redacted.make("my-other-key-0123456789") })
     assert.strictEqual(fromRedacted.key, "my-other-key-0123456789")
+    // The same plaintext again: the tagged conflict (a 4 on the command line), never naming the key.
+    const again = await kit.admin.issueRootKey({ workspaceId, key: "my-own-key-0123456789" }).then(() => undefined, (e: unknown) => e)
+    assert.instanceOf(again, RootKeyConflict)
+    assert.notInclude(JSON.stringify(again), "my-own-key")
     // Both keys work over HTTP.
     for (const key of [generated.key, fromString.key, fromRedacted.key]) {
       const response = await kit.fetch(new Request("http://localhost/v2/identities.updateIdentity", {

@@ -16,9 +16,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Unkey } from "@unkey/api"
-import { ManagedRuntime } from "effect"
+import { ConfigProvider, Effect, Either, ManagedRuntime } from "effect"
 import { vi } from "vitest"
 import { run } from "../src/cli/app.js"
+import { envHost, envPort } from "../src/cli/serve.js"
 import { freshSchema, withSearchPath } from "./support/postgres.js"
 
 const DATABASE_URL = process.env["DATABASE_URL"]
@@ -307,6 +308,15 @@ describe("identity-kit (in process, on the same directory)", () => {
 
     const revoked = await runHere("root-key", "revoke", keyId!, "--json")
     assert.deepStrictEqual(JSON.parse(revoked.stdout), { id: keyId, revoked: true })
+    // Revoked again: still done, and the key keeps the time it stopped working.
+    const revokedAt = async () =>
+      (JSON.parse((await runHere("root-key", "list", "--workspace", "ws_cli", "--json")).stdout) as {
+        items: Array<{ id: string; deletedAt: number | null }>
+      }).items.find((key) => key.id === keyId)?.deletedAt
+    const first = await revokedAt()
+    assert.isNumber(first)
+    assert.strictEqual((await runHere("root-key", "revoke", keyId!)).code, 0)
+    assert.strictEqual(await revokedAt(), first)
     const missing = await runHere("root-key", "revoke", "key_nope")
     assert.strictEqual(missing.code, 3)
     assert.strictEqual(missing.stderr, "identity-kit: no root key with id key_nope\n")
@@ -347,6 +357,63 @@ describe("identity-kit lists (in process)", () => {
       actorId: issuedKeyIds.get("PGlite")
     })
   }, 60_000)
+
+  it("a time beyond a Date's range is refused up front (the key would be stored and its text lost)", async () => {
+    const late = await runHere("root-key", "issue", "--workspace", "ws_cli", "--expires-at", "8640000000000001")
+    assert.deepStrictEqual(late, {
+      code: 2,
+      stdout: "",
+      stderr: "identity-kit: --expires-at is later than a date can be (8640000000000000 ms, +275760-09-13), got \"8640000000000001\"\n"
+    })
+    const latest = await runHere("root-key", "issue", "--workspace", "ws_cli", "--expires-at", "8640000000000000")
+    assert.strictEqual(latest.code, 0, latest.stderr)
+    assert.include(latest.stdout, "expires: +275760-09-13T00:00:00.000Z")
+  }, 60_000)
+
+  it("text output escapes control characters of stored text; --json keeps them", async () => {
+    const created = await runHere("workspace", "create", "--id", "ws_ctl", "--name", "two\nlines\u001b[31m", "--json")
+    assert.strictEqual(JSON.parse(created.stdout).name, "two\nlines\u001b[31m")
+    const listed = await runHere("workspace", "list")
+    assert.match(listed.stdout, /^ws_ctl +two\\nlines\\u001b\[31m +enabled +\S+$/m)
+    assert.notMatch(listed.stdout, /\u001b/)
+    const identity = await runHere(
+      "identity", "create", "--workspace", "ws_ctl", "--external-id", "ctl", "--meta", '{"note":"\\u009b2J"}'
+    )
+    assert.strictEqual(identity.code, 0, identity.stderr)
+    assert.match(identity.stdout, /^Created identity id_\S+ /)
+    assert.include(identity.stdout, `meta: {"note":"\\u009b2J"}`)
+    assert.notMatch(identity.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/)
+  }, 60_000)
+
+  it("serve --demo refuses a ROOT_KEY that is another workspace's key", async () => {
+    const issued = JSON.parse((await runHere("root-key", "issue", "--workspace", "ws_cli", "--json")).stdout) as { key: string }
+    process.env["ROOT_KEY"] = issued.key
+    try {
+      const refused = await runHere("serve", "--demo", "--port", "0")
+      assert.deepStrictEqual(refused, {
+        code: 2,
+        stdout: "",
+        stderr: "identity-kit: invalid demo key (reason: ROOT_KEY names a stored key the demo cannot use " +
+          "(it is a root key of workspace ws_cli, not ws_demo): unset ROOT_KEY for a new demo key, or give a plaintext " +
+          "that is not stored yet)\n"
+      })
+      assert.notInclude(refused.stderr, issued.key)
+    } finally {
+      delete process.env["ROOT_KEY"]
+    }
+  }, 60_000)
+
+  it("an empty PORT or HOST is the default: not port 0 (a random one), not every interface", () => {
+    const read = <A>(config: Effect.Effect<A, unknown>, env: Record<string, string>) =>
+      Effect.runSync(Effect.either(Effect.withConfigProvider(config, ConfigProvider.fromMap(new Map(Object.entries(env))))))
+    assert.deepStrictEqual(read(envPort, { PORT: "" }), Either.right(3000))
+    assert.deepStrictEqual(read(envPort, { PORT: "  " }), Either.right(3000))
+    assert.deepStrictEqual(read(envPort, { PORT: "0" }), Either.right(0))
+    assert.deepStrictEqual(read(envPort, { PORT: "8080" }), Either.right(8080))
+    assert.isTrue(Either.isLeft(read(envPort, { PORT: "80a" })))
+    assert.deepStrictEqual(read(envHost, { HOST: "" }), Either.right("127.0.0.1"))
+    assert.deepStrictEqual(read(envHost, { HOST: " 0.0.0.0 " }), Either.right("0.0.0.0"))
+  })
 
   it("input the admin API refuses is exit 2, with every issue", async () => {
     const negative = await runHere("identity", "create", "--workspace", "ws_cli", "--external-id", "u3", "--ratelimit", "requests=-1/0")

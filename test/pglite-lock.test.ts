@@ -3,7 +3,7 @@
  * second fails with a message naming the holder; a lock left by a dead process is taken over.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -87,6 +87,31 @@ describe("PGlite data directory lock", () => {
       const third = yield* open(dataDir)
       assert.isTrue(Exit.isSuccess(third.exit), "the directory opens again once released")
       yield* third.close
+    }), 60_000)
+
+  it.effect("a directory holding other files (a mistyped --data-dir) or a file is refused, and nothing is written", () =>
+    Effect.gen(function*() {
+      const project = freshDir()
+      mkdirSync(project)
+      writeFileSync(join(project, "package.json"), "{}")
+      const refused = yield* open(project)
+      assert.strictEqual(
+        lockFailure(refused.exit),
+        `the PGlite data directory ${project} holds other files and no database (no PG_VERSION): give an empty or new directory`
+      )
+      assert.deepStrictEqual(readdirSync(project), ["package.json"])
+
+      const file = join(project, "package.json")
+      assert.strictEqual(lockFailure((yield* open(file)).exit), `the PGlite data directory ${file} is a file, not a directory`)
+
+      // A directory PGlite made opens again, and an empty one is made into a database.
+      const made = freshDir()
+      const first = yield* open(made)
+      assert.isTrue(Exit.isSuccess(first.exit))
+      yield* first.close
+      const again = yield* open(made)
+      assert.isTrue(Exit.isSuccess(again.exit))
+      yield* again.close
     }), 60_000)
 
   it.effect("a lock left by a process that no longer exists is taken over", () =>

@@ -175,14 +175,10 @@ export const storageContract = <R, E>(
         })
         assert.isNull(yield* store.findRootKey(`missing-${key.hash}`))
 
-        // putWorkspace replaces.
-        yield* store.putWorkspace({ id: workspaceId, name: "renamed", enabled: false, createdAt: T0 + 1 })
-        assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.workspace, {
-          id: workspaceId,
-          name: "renamed",
-          enabled: false,
-          createdAt: T0 + 1
-        })
+        // putWorkspace replaces the name and `enabled`; the creation time stays the first one.
+        const replaced = yield* store.putWorkspace({ id: workspaceId, name: "renamed", enabled: false, createdAt: T0 + 1 })
+        assert.deepStrictEqual(replaced, { id: workspaceId, name: "renamed", enabled: false, createdAt: T0 })
+        assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.workspace, replaced)
 
         // A key of a workspace that does not exist is refused (migration 0009's foreign key), and
         // nothing is stored. (Such keys stored before 0009 are still found: `sqlLegacySuite`.)
@@ -194,9 +190,9 @@ export const storageContract = <R, E>(
         assert.isNull(yield* store.findRootKey(orphan.hash))
         assert.deepStrictEqual(yield* store.listRootKeys(missing, { limit: 10 }), { items: [] })
 
-        // The hash is unique.
+        // The hash is unique: a second key with it is a conflict, not a storage failure.
         const duplicate = yield* Effect.flip(store.putRootKey({ ...key, id: newId("key") }))
-        assert.strictEqual(duplicate._tag, "StorageError")
+        assert.strictEqual(duplicate._tag, "RootKeyConflict")
       }))
 
     it.effect("updateRootKey changes only what the patch names, in one step; unknown id is null", () =>
@@ -211,6 +207,11 @@ export const storageContract = <R, E>(
         const revoked = yield* store.updateRootKey(key.id, { enabled: true, expiresAt: null, deletedAt: T0 + 1 })
         assert.deepStrictEqual(revoked, { ...key, permissions: ["a", "b"], deletedAt: T0 + 1 })
         assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.key, revoked)
+        // Deleted again: the first time stays (it is when the key stopped working); null restores it.
+        assert.strictEqual((yield* store.updateRootKey(key.id, { deletedAt: T0 + 5 }))?.deletedAt, T0 + 1)
+        assert.strictEqual((yield* store.findRootKey(key.hash))?.key.deletedAt, T0 + 1)
+        assert.isNull((yield* store.updateRootKey(key.id, { deletedAt: null }))?.deletedAt)
+        assert.strictEqual((yield* store.updateRootKey(key.id, { deletedAt: T0 + 7 }))?.deletedAt, T0 + 7)
         assert.isNull(yield* store.updateRootKey(newId("key"), { enabled: false }))
       }))
 
@@ -384,7 +385,7 @@ export const storageContract = <R, E>(
         const first = yield* store.listWorkspaces({ limit: 1, cursor: prefix })
         assert.deepStrictEqual(first.items, [{ id: expected[0] ?? "", name: `name ${expected[0]}`, enabled: false, createdAt: T0 }])
         const replaced = yield* store.listWorkspaces({ limit: 1, cursor: `${prefix}a` })
-        assert.deepStrictEqual(replaced.items, [{ id: `${prefix}a`, name: "replaced", enabled: false, createdAt: T0 + 1 }])
+        assert.deepStrictEqual(replaced.items, [{ id: `${prefix}a`, name: "replaced", enabled: false, createdAt: T0 }])
 
         // From the start, everything, each once, in order, the last page without a cursor.
         const all: Array<string> = []

@@ -6,6 +6,7 @@
 import { Args, Command, Options } from "@effect/cli"
 import { Effect, Option, Redacted } from "effect"
 import * as Admin from "../Admin.js"
+import { MAX_EPOCH_MILLIS } from "../domain/AdminInput.js"
 import type { JsonObject } from "../domain/Json.js"
 import { isJsonObject } from "../domain/Json.js"
 import type { Identity, RootKeyInfo, Workspace } from "../domain/Model.js"
@@ -16,6 +17,7 @@ import {
   nextPage,
   pageFlags,
   pageQuery,
+  plain,
   print,
   storageFlags,
   table,
@@ -37,7 +39,7 @@ const workspaceFlag = Options.text("workspace").pipe(Options.withDescription("Th
 // --- workspace ----------------------------------------------------------------------------------
 
 const describeWorkspace = (workspace: Workspace): string =>
-  `${workspace.id} (name: ${workspace.name}, ${workspace.enabled ? "enabled" : "disabled"})`
+  `${workspace.id} (name: ${plain(workspace.name)}, ${workspace.enabled ? "enabled" : "disabled"})`
 
 const workspaceCreate = Command.make(
   "create",
@@ -104,6 +106,7 @@ const parseExpiresAt = (text: string) =>
       if (Number.isNaN(day.getTime()) || day.getUTCDate() !== Number(match[3])) return invalid("is not a calendar date")
     }
     if (!Number.isSafeInteger(ms)) return invalid("is not a time")
+    if (ms > MAX_EPOCH_MILLIS) return invalid(`is later than a date can be (${MAX_EPOCH_MILLIS} ms, +275760-09-13)`)
     if (ms <= Date.now()) return invalid("is in the past: the key would be expired when issued")
     return Effect.succeed(ms)
   })
@@ -154,8 +157,8 @@ const rootKeyIssue = Command.make(
       const rootKey = withoutHash(issued.rootKey)
       yield* print(flags.json, { key, rootKey }, () =>
         [
-          `Issued root key ${rootKey.id} (${rootKey.name}) for workspace ${rootKey.workspaceId}`,
-          `  permissions: ${rootKey.permissions.join(", ")}`,
+          `Issued root key ${rootKey.id} (${plain(rootKey.name)}) for workspace ${rootKey.workspaceId}`,
+          `  permissions: ${plain(rootKey.permissions.join(", "))}`,
           `  expires: ${rootKey.expiresAt === null ? "never" : time(rootKey.expiresAt)}`,
           "",
           "The key (it will not be shown again; only its SHA-256 hash is stored):",
@@ -241,14 +244,14 @@ const parseMeta = (text: string) =>
       : Effect.fail(usageError("--meta must be a JSON object, e.g. '{\"plan\":\"free\"}'"))
   })
 
-const describeIdentity = (identity: Identity): string =>
+const describeIdentity = (identity: Identity, lead = "Identity"): string =>
   [
-    `Identity ${identity.id} (externalId: ${identity.externalId}, workspace: ${identity.workspaceId})`,
-    `  environment: ${identity.environment}`,
-    `  meta: ${JSON.stringify(identity.meta)}`,
+    `${lead} ${identity.id} (externalId: ${identity.externalId}, workspace: ${identity.workspaceId})`,
+    `  environment: ${plain(identity.environment)}`,
+    `  meta: ${plain(JSON.stringify(identity.meta))}`,
     identity.ratelimits.length === 0 ? "  ratelimits: none" : "  ratelimits:",
     ...identity.ratelimits.map((rl) =>
-      `    ${rl.name}: ${rl.limit} per ${rl.duration} ms${rl.autoApply ? ", auto-applied" : ""} (${rl.id})`
+      `    ${plain(rl.name)}: ${rl.limit} per ${rl.duration} ms${rl.autoApply ? ", auto-applied" : ""} (${rl.id})`
     ),
     `  created: ${time(identity.createdAt)}, updated: ${time(identity.updatedAt)}`
   ].join("\n")
@@ -284,7 +287,7 @@ const identityCreate = Command.make(
             ...(ratelimits.length > 0 ? { ratelimits } : {})
           })
         ))
-      yield* print(flags.json, identity, (created) => `Created ${describeIdentity(created)}`)
+      yield* print(flags.json, identity, (created) => describeIdentity(created, "Created identity"))
     })
 ).pipe(Command.withDescription("Create an identity with its metadata and ratelimits."))
 
@@ -296,7 +299,7 @@ const identityGet = Command.make(
       Effect.flatMap((identity) =>
         identity === null
           ? Effect.fail(notFoundError(`no identity ${flags.identity} in workspace ${flags.workspace}`))
-          : print(flags.json, identity, describeIdentity)
+          : print(flags.json, identity, (found) => describeIdentity(found))
       )
     )
 ).pipe(Command.withDescription("Show a live identity, by id or externalId."))

@@ -2,7 +2,7 @@
  * The demo data of `identity-kit serve --demo` (`npm start`): workspace `ws_demo`, a root key for
  * all five endpoints and the identity `user_123`, seeded once, and the curls that use them.
  */
-import { Effect, Redacted } from "effect"
+import { Data, Effect, Redacted } from "effect"
 import * as Admin from "../Admin.js"
 import { permissions } from "../domain/Permissions.js"
 import type { IdentityKit, IdentityKitServices } from "../IdentityKit.js"
@@ -18,6 +18,12 @@ export const DEMO_WORKSPACE = "ws_demo"
 
 /** Every permission of the identities API: the demo key may create, read, update and delete. */
 export const demoPermissions: ReadonlyArray<string> = Object.values(permissions)
+
+/**
+ * `ROOT_KEY` names a key the demo cannot use as it says: another workspace's, revoked, disabled,
+ * expired, or without every identities permission (exit 2 on the command line).
+ */
+export class InvalidDemoKey extends Data.TaggedError("InvalidDemoKey")<{ readonly reason: string }> {}
 
 /** What `seedDemo` did. */
 export interface DemoSeed {
@@ -60,6 +66,27 @@ export const seedDemo = (kit: IdentityKit, givenKey: string | undefined): Effect
     if (givenKey !== undefined && givenKey !== "") {
       const known = yield* admin(kit, Effect.flatMap(IdentityStore, (store) => store.findRootKey(hashRootKey(givenKey))))
       if (known === null) yield* issue(givenKey)
+      else {
+        const key = known.key
+        const missing = demoPermissions.filter((permission) => !key.permissions.includes(permission))
+        const problem = key.workspaceId !== DEMO_WORKSPACE
+          ? `it is a root key of workspace ${key.workspaceId}, not ${DEMO_WORKSPACE}`
+          : key.deletedAt !== null
+          ? "it is revoked"
+          : !key.enabled
+          ? "it is disabled"
+          : key.expiresAt !== null && key.expiresAt <= Date.now()
+          ? "it has expired"
+          : missing.length > 0
+          ? `it lacks ${missing.join(", ")}`
+          : undefined
+        if (problem !== undefined) {
+          return yield* new InvalidDemoKey({
+            reason: `ROOT_KEY names a stored key the demo cannot use (${problem}): unset ROOT_KEY for a new demo key, ` +
+              "or give a plaintext that is not stored yet"
+          })
+        }
+      }
       return { rootKey: givenKey, issued: false }
     }
     if (!firstStart) return { rootKey: undefined, issued: false }

@@ -95,6 +95,8 @@ const describeTagged = (tag: string, error: Record<string, unknown>): string => 
       // Each issue names its field; the detail only repeats the first of them.
       return oneLine(`invalid input: ${issues.length > 0 ? issues.join("; ") : String(error["detail"])}`)
     }
+    case "RootKeyConflict":
+      return "a root key with this plaintext exists already (only one key may have it): choose another"
     case "IdentityConflict":
       return `an identity with externalId ${JSON.stringify(error["externalId"])} already exists in workspace ${
         String(error["workspaceId"])

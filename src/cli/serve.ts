@@ -7,23 +7,42 @@
  */
 import { createServer, type Server } from "node:http"
 import { Command, Options } from "@effect/cli"
-import { Config, Effect, Option } from "effect"
+import { Config, ConfigError, Either, Effect, Option } from "effect"
 import { createNodeHandler, type NodeHandler } from "../../adapters/node.js"
 import { parseLogLevel } from "../internal/log.js"
 import { DEMO_WORKSPACE, demoText, seedDemo } from "./demo.js"
 import { describeStorageFailure, runtimeError, usageError } from "./failure.js"
 import { json, printJson, printText, stderrLogger, storageFlags, storageLayer, targetOf } from "./shared.js"
 
+const DEFAULT_PORT = 3000
+const DEFAULT_HOST = "127.0.0.1"
+
+// An empty PORT or HOST (`PORT=` in a templated env file) is the default, as an empty DATABASE_URL
+// is none: read as a number, "" would be port 0 (a random one), and Node binds host "" to every
+// interface.
+/** `PORT`: empty is the default; else a whole number (the range is checked with `--port`'s). */
+export const envPort = Config.string("PORT").pipe(
+  Config.mapOrFail((text) =>
+    text.trim() === ""
+      ? Either.right(DEFAULT_PORT)
+      : /^\s*\d+\s*$/.test(text)
+      ? Either.right(Number(text))
+      : Either.left(ConfigError.InvalidData([], `PORT must be a port number from 0 to 65535, got ${JSON.stringify(text)}`))
+  )
+)
+/** `HOST`: empty is the default (127.0.0.1). */
+export const envHost = Config.string("HOST").pipe(Config.map((text) => text.trim() === "" ? DEFAULT_HOST : text.trim()))
+
 const flags = {
   port: Options.integer("port").pipe(
-    Options.withDescription("The port (env PORT); 0 picks a free one. Default 3000."),
-    Options.withFallbackConfig(Config.integer("PORT")),
-    Options.withDefault(3000)
+    Options.withDescription(`The port (env PORT); 0 picks a free one. Default ${DEFAULT_PORT}.`),
+    Options.withFallbackConfig(envPort),
+    Options.withDefault(DEFAULT_PORT)
   ),
   host: Options.text("host").pipe(
-    Options.withDescription("The address to listen on (env HOST); 0.0.0.0 for every interface. Default 127.0.0.1."),
-    Options.withFallbackConfig(Config.string("HOST")),
-    Options.withDefault("127.0.0.1")
+    Options.withDescription(`The address to listen on (env HOST); 0.0.0.0 for every interface. Default ${DEFAULT_HOST}.`),
+    Options.withFallbackConfig(envHost),
+    Options.withDefault(DEFAULT_HOST)
   ),
   ...storageFlags,
   logLevel: Options.text("log-level").pipe(
@@ -57,7 +76,7 @@ const flags = {
 const urlOf = (server: Server, host: string, basePath: string): string => {
   const address = server.address()
   const port = typeof address === "object" && address !== null ? address.port : 0
-  const shown = host === "0.0.0.0" || host === "" ? "127.0.0.1" : host === "::" ? "::1" : host
+  const shown = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host
   return `http://${shown.includes(":") ? `[${shown}]` : shown}:${port}${basePath.replace(/\/+$/, "")}`
 }
 
@@ -129,6 +148,8 @@ export const serve = Command.make("serve", flags, (options) =>
     if (!Number.isSafeInteger(options.port) || options.port < 0 || options.port > 65_535) {
       return yield* usageError(`--port / PORT must be a port number from 0 to 65535, got ${options.port}`)
     }
+    // `--host ''` as an empty HOST: the default, never "every interface" by accident.
+    const host = options.host.trim() === "" ? DEFAULT_HOST : options.host.trim()
     const storage = yield* storageLayer(target, { listen: true })
     const handler = yield* Effect.try({
       try: () =>
@@ -155,9 +176,9 @@ export const serve = Command.make("serve", flags, (options) =>
       const seed = options.demo
         ? yield* seedDemo(handler.kit, process.env["ROOT_KEY"])
         : undefined
-      yield* listen(server, options.port, options.host)
-      const url = urlOf(server, options.host, basePath)
-      const health = options.healthPath === "" ? undefined : `${urlOf(server, options.host, "")}${options.healthPath}`
+      yield* listen(server, options.port, host)
+      const url = urlOf(server, host, basePath)
+      const health = options.healthPath === "" ? undefined : `${urlOf(server, host, "")}${options.healthPath}`
       if (options.json) {
         yield* printJson({
           url,

@@ -154,11 +154,28 @@ export const print = <A>(asJson: boolean, value: A, human: (value: A) => string)
   asJson ? printJson(value) : printText(human(value))
 
 /** An epoch-ms time as ISO 8601 (UTC), `-` when there is none. */
-export const time = (ms: number | null | undefined): string => ms === null || ms === undefined ? "-" : new Date(ms).toISOString()
+export const time = (ms: number | null | undefined): string => {
+  if (ms === null || ms === undefined) return "-"
+  const date = new Date(ms)
+  // A time beyond a Date's range (stored before the admin API refused one): the number itself.
+  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString()
+}
 
-/** Rows as left-aligned columns under a header; `(none)` when there are no rows. */
-export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
-  if (rows.length === 0) return "(none)"
+// C0 and C1 controls and DEL: a line break would break a table; ESC or CSI would drive the terminal.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g
+
+/**
+ * Stored text as text output shows it: controls escaped as `\n`, `\u001b` … (names, externalIds
+ * and meta are anyone's input). `--json` needs none of this: JSON escapes them itself.
+ */
+export const plain = (text: string): string =>
+  text.replace(CONTROL, (c) =>
+    c === "\n" ? "\\n" : c === "\r" ? "\\r" : c === "\t" ? "\\t" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
+/** Rows as left-aligned columns under a header; `(none)` when there are no rows. Cells are `plain`. */
+export const table = (header: ReadonlyArray<string>, input: ReadonlyArray<ReadonlyArray<string>>): string => {
+  if (input.length === 0) return "(none)"
+  const rows = input.map((row) => row.map(plain))
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)))
   const line = (cells: ReadonlyArray<string>) =>
     cells.map((cell, column) => column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd()

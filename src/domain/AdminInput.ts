@@ -11,7 +11,7 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { InvalidInput, ValidationIssue } from "../Errors.js"
-import { codePoints, JsonBoolean, JsonNumber, JsonString, limits, Meta, RatelimitsRequest, SafeInteger, storableText, want } from "./Common.js"
+import { codePoints, JsonBoolean, JsonNumber, JsonString, limits, Meta, RatelimitsRequest, storableText, want } from "./Common.js"
 import { CreateIdentityRequest, identityLimits } from "./Identities.js"
 import { isJsonObject, type JsonObject, utf8Length } from "./Json.js"
 
@@ -84,8 +84,17 @@ export const RootKeyPlaintext = JsonString.pipe(
   Schema.filter((s) => s.length <= adminLimits.maxRootKeyLength || `maxLength: got ${s.length}, want ${adminLimits.maxRootKeyLength}`)
 )
 
-/** Epoch milliseconds: an integer from 0 to 2^53−1. */
-export const EpochMillis = SafeInteger(0)
+/** The latest time a JavaScript `Date` holds (+275760-09-13): later ones cannot be shown or compared as dates. */
+export const MAX_EPOCH_MILLIS = 8_640_000_000_000_000
+
+const withinDates = (n: number) => n <= MAX_EPOCH_MILLIS || `maximum: got ${n}, want ${MAX_EPOCH_MILLIS} (the latest time a Date holds)`
+
+/** Epoch milliseconds: an integer from 0 to `MAX_EPOCH_MILLIS`. */
+export const EpochMillis = JsonNumber.pipe(
+  Schema.filter((n) => Number.isInteger(n) || "got number, want integer"),
+  Schema.filter((n) => n >= 0 || `minimum: got ${n}, want 0`),
+  Schema.filter(withinDates)
+)
 
 const isPlainObject = (value: object): boolean => {
   const proto: unknown = Object.getPrototypeOf(value)
@@ -192,7 +201,7 @@ export const EpochMillisOrNull = Schema.declare(
 ).pipe(
   Schema.filter((n) => n === null || Number.isInteger(n) || "got number, want integer"),
   Schema.filter((n) => n === null || n >= 0 || `minimum: got ${n}, want 0`),
-  Schema.filter((n) => n === null || Number.isSafeInteger(n) || `maximum: got ${n}, want ${Number.MAX_SAFE_INTEGER}`)
+  Schema.filter((n) => n === null || withinDates(n))
 )
 
 /** `updateRootKey`'s patch. */

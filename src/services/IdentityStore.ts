@@ -4,7 +4,7 @@
  * `@effect/sql-pg`, or PGlite). All of them pass the same contract suite (`test/storage-contract.ts`).
  */
 import { Context, type Effect } from "effect"
-import type { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
+import type { IdentityConflict, IdentityNotFound, RootKeyConflict, StorageError, WorkspaceNotFound } from "../Errors.js"
 import type { JsonObject } from "../domain/Json.js"
 import type {
   AuditContext,
@@ -72,7 +72,10 @@ export interface RootKeyPatch {
   readonly permissions?: ReadonlyArray<string> | undefined
   /** Epoch ms, or `null` for "never expires". */
   readonly expiresAt?: number | null | undefined
-  /** Epoch ms of the deletion (a deleted key is answered as unknown), or `null` to restore it. */
+  /**
+   * Epoch ms of the deletion (a deleted key is answered as unknown), or `null` to restore it. A key
+   * already deleted keeps its first deletion time: it is when the key stopped working.
+   */
   readonly deletedAt?: number | null | undefined
 }
 
@@ -94,7 +97,10 @@ export interface IdentityStoreService {
 
   // Workspaces and root keys: admin operations for host apps, seeds and tests, not reachable over HTTP.
 
-  /** Inserts a workspace (or replaces the one with the same id). */
+  /**
+   * Inserts a workspace, or replaces the name and `enabled` of the one with the same id, which keeps
+   * its `createdAt`. Answers the workspace as stored.
+   */
   readonly putWorkspace: (workspace: Workspace) => Effect.Effect<Workspace, StorageError>
   /**
    * Workspaces by id (code-unit order): `cursor` is an id, the page starts at the first id `>=` it
@@ -103,9 +109,9 @@ export interface IdentityStoreService {
   readonly listWorkspaces: (query: KeysetQuery<string>) => Effect.Effect<KeysetPage<Workspace, string>, StorageError>
   /**
    * Inserts a root key (already hashed). Fails with `WorkspaceNotFound` when its workspace does not
-   * exist, a `StorageError` on a duplicate hash or id.
+   * exist, `RootKeyConflict` when a key with the same hash exists, a `StorageError` on a duplicate id.
    */
-  readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, WorkspaceNotFound | StorageError>
+  readonly putRootKey: (key: RootKey) => Effect.Effect<RootKey, WorkspaceNotFound | RootKeyConflict | StorageError>
   /**
    * The workspace's root keys by id (code-unit order), revoked ones included (`deletedAt` set),
    * without their hash; the cursor as `listWorkspaces`'.

@@ -5,7 +5,7 @@
  * written with the change. For host apps' own tests and for this package's unit tests.
  */
 import { Context, Effect, Layer } from "effect"
-import { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
+import { IdentityConflict, IdentityNotFound, RootKeyConflict, StorageError, WorkspaceNotFound } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import type { JsonObject } from "../domain/Json.js"
 import type { AuditLogEntry, Identity, Ratelimit, RootKey, RootKeyInfo, Workspace } from "../domain/Model.js"
@@ -200,10 +200,13 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
 
     putWorkspace: (workspace) =>
       attempt("putWorkspace", () => {
-        workspaces.set(workspace.id, workspace)
+        // A replaced workspace keeps the time it was first created.
+        const createdAt = workspaces.get(workspace.id)?.createdAt ?? workspace.createdAt
+        const stored = createdAt === workspace.createdAt ? workspace : { ...workspace, createdAt }
+        workspaces.set(workspace.id, stored)
         insertSorted(workspaceIds, workspace.id)
         publish({ _tag: "InvalidateWorkspace", workspaceId: workspace.id })
-        return workspace
+        return stored
       }),
 
     listWorkspaces: (query) =>
@@ -217,8 +220,8 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
     // As SQL's foreign key (migration 0009): a key of a workspace that does not exist is refused.
     putRootKey: (key) =>
       attempt("putRootKey", () => {
-        if (!workspaces.has(key.workspaceId)) return null
-        if (keysByHash.has(key.hash)) throw new Error("duplicate root key hash")
+        if (!workspaces.has(key.workspaceId)) return "no workspace" as const
+        if (keysByHash.has(key.hash)) return "duplicate hash" as const
         if (hashById.has(key.id)) throw new Error("duplicate root key id")
         keysByHash.set(key.hash, key)
         hashById.set(key.id, key.hash)
@@ -226,8 +229,12 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         publish({ _tag: "Invalidate", hash: key.hash })
         return key
       }).pipe(
-        Effect.flatMap((stored) =>
-          stored === null ? Effect.fail(new WorkspaceNotFound({ workspaceId: key.workspaceId })) : Effect.succeed(stored)
+        Effect.flatMap((stored): Effect.Effect<RootKey, WorkspaceNotFound | RootKeyConflict> =>
+          stored === "no workspace"
+            ? Effect.fail(new WorkspaceNotFound({ workspaceId: key.workspaceId }))
+            : stored === "duplicate hash"
+            ? Effect.fail(new RootKeyConflict())
+            : Effect.succeed(stored)
         )
       ),
 
@@ -249,7 +256,8 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
           enabled: patch.enabled ?? key.enabled,
           permissions: patch.permissions ?? key.permissions,
           expiresAt: patch.expiresAt === undefined ? key.expiresAt : patch.expiresAt,
-          deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt
+          // A key deleted again keeps its first deletion time; `null` restores it.
+          deletedAt: patch.deletedAt === undefined ? key.deletedAt : patch.deletedAt === null ? null : key.deletedAt ?? patch.deletedAt
         }
         keysByHash.set(key.hash, next)
         publish({ _tag: "Invalidate", hash: key.hash })

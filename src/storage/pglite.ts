@@ -183,8 +183,21 @@ const inUse = (directory: string, pid: number | undefined, host?: string): SqlEr
 // PGlite has no lock of its own: two instances on one directory corrupt it. Taken before PGlite
 // opens the directory and released after it closed it.
 const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
+  const refuse = (message: string) => new SqlError({ cause: new Error(message), message })
+  if (fs.statSync(dataDir, { throwIfNoEntry: false })?.isDirectory() === false) {
+    return refuse(`the PGlite data directory ${dataDir} is a file, not a directory`)
+  }
   fs.mkdirSync(dataDir, { recursive: true })
   const directory = fs.realpathSync(dataDir)
+  // As initdb: a database is made only in an empty directory. A mistyped --data-dir must not
+  // scatter a cluster's files among a project's own.
+  const entries = fs.readdirSync(directory).filter((name) => name !== PGLITE_LOCK_FILE)
+  if (entries.length > 0 && !entries.includes("PG_VERSION")) {
+    return refuse(
+      `the PGlite data directory ${directory} holds other files and no database (no PG_VERSION): ` +
+        "give an empty or new directory"
+    )
+  }
   if (heldDirectories.has(directory)) return inUse(directory, process.pid)
   const file = path.join(directory, PGLITE_LOCK_FILE)
   const content = JSON.stringify({ pid: process.pid, host: HOST, startedAt: new Date().toISOString(), token: randomUUID() })

@@ -35,7 +35,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Layer, Option, ParseResult, Random, Schedule, Schema } from "effect"
-import { IdentityConflict, IdentityNotFound, StorageError, WorkspaceNotFound } from "../Errors.js"
+import { IdentityConflict, IdentityNotFound, RootKeyConflict, StorageError, WorkspaceNotFound } from "../Errors.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonObject } from "../domain/Json.js"
 import type {
@@ -211,12 +211,18 @@ const isForeignKeyViolation = (error: SqlError, constraint: string): boolean => 
     (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === constraint)
 }
 
-const isLiveExternalIdConflict = (error: SqlError): boolean => {
+/** SQLSTATE unique_violation on `constraint` (a driver that does not name it: any). */
+const isUniqueViolation = (error: SqlError, constraint: string): boolean => {
   const cause = error.cause
   return typeof cause === "object" && cause !== null &&
     "code" in cause && cause.code === "23505" &&
-    (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === LIVE_EXTERNAL_ID_INDEX)
+    (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === constraint)
 }
+
+const isLiveExternalIdConflict = (error: SqlError): boolean => isUniqueViolation(error, LIVE_EXTERNAL_ID_INDEX)
+
+// The unique constraint on root key hashes (migration 0001).
+const ROOT_KEYS_HASH_KEY = "identity_kit_root_keys_hash_key"
 
 // SQLSTATE serialization_failure and deadlock_detected: the transaction was rolled back as a whole.
 const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["40001", "40P01"])
@@ -724,7 +730,10 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
             permissions = CASE WHEN ${patch.permissions !== undefined}::boolean
               THEN ${JSON.stringify(patch.permissions ?? [])}::text::json ELSE permissions END,
             expires_at = CASE WHEN ${patch.expiresAt !== undefined}::boolean THEN ${patch.expiresAt ?? null}::bigint ELSE expires_at END,
-            deleted_at = CASE WHEN ${patch.deletedAt !== undefined}::boolean THEN ${patch.deletedAt ?? null}::bigint ELSE deleted_at END
+            deleted_at = CASE WHEN ${patch.deletedAt !== undefined}::boolean
+              THEN CASE WHEN ${patch.deletedAt ?? null}::bigint IS NULL THEN NULL
+                        ELSE COALESCE(deleted_at, ${patch.deletedAt ?? null}::bigint) END
+              ELSE deleted_at END
           WHERE id = ${id}
           RETURNING id, workspace_id, hash, name, permissions::text AS permissions, enabled, expires_at, deleted_at,
                     created_at, NULL::text AS workspace_name, NULL::boolean AS workspace_enabled,
@@ -764,14 +773,17 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     return identity ?? (yield* new IdentityNotFound())
   })
 
+  // A replaced workspace keeps the time it was first created.
   const putWorkspace = traced("IdentityStore.putWorkspace", function*(workspace: Workspace) {
-    yield* sql`INSERT INTO identity_kit_workspaces (id, name, enabled, created_at)
-               VALUES (${workspace.id}, ${workspace.name}, ${workspace.enabled}, ${workspace.createdAt}::bigint)
-               ON CONFLICT (id) DO UPDATE
-               SET name = excluded.name, enabled = excluded.enabled, created_at = excluded.created_at`.pipe(
-      Effect.mapError((cause) => new StorageError({ operation: "putWorkspace", cause }))
+    const [row] = yield* rows(
+      "putWorkspace",
+      WorkspaceRows,
+      sql`INSERT INTO identity_kit_workspaces (id, name, enabled, created_at)
+          VALUES (${workspace.id}, ${workspace.name}, ${workspace.enabled}, ${workspace.createdAt}::bigint)
+          ON CONFLICT (id) DO UPDATE SET name = excluded.name, enabled = excluded.enabled
+          RETURNING id, name, enabled, created_at`
     )
-    return workspace
+    return row === undefined ? workspace : { ...workspace, createdAt: row.created_at }
   })
 
   // The workspace's existence is checked by the foreign key of migration 0009, in the same statement.
@@ -784,6 +796,8 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
       Effect.mapError((cause) =>
         isForeignKeyViolation(cause, ROOT_KEYS_WORKSPACE_FK)
           ? new WorkspaceNotFound({ workspaceId: key.workspaceId })
+          : isUniqueViolation(cause, ROOT_KEYS_HASH_KEY)
+          ? new RootKeyConflict()
           : new StorageError({ operation: "putRootKey", cause })
       )
     )
