@@ -420,7 +420,7 @@ describe("identity-kit lists (in process)", () => {
     assert.strictEqual(negative.code, 2)
     assert.strictEqual(
       negative.stderr,
-      "identity-kit: invalid input: input.ratelimits[0].limit: minimum: got -1, want 1; input.ratelimits[0].duration: minimum: got 0, want 1000\n"
+      "identity-kit: invalid input: --ratelimit #1 .limit: minimum: got -1, want 1; --ratelimit #1 .duration: minimum: got 0, want 1000\n"
     )
   }, 60_000)
 })

@@ -78,6 +78,39 @@ export const describeStorageFailure = (failure: unknown): string => {
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null
 
+// The admin API's parameters as the command line spells them (an issue's `location` names the
+// parameter, then the path inside it: `input.ratelimits[0].limit`).
+const FLAGS: Readonly<Record<string, string>> = {
+  externalId: "--external-id",
+  environment: "--environment",
+  meta: "--meta",
+  ratelimits: "--ratelimit",
+  permissions: "--permission",
+  name: "--name",
+  expiresAt: "--expires-at",
+  workspaceId: "--workspace",
+  id: "--id",
+  limit: "--limit",
+  cursor: "--cursor",
+  search: "--search",
+  key: "ROOT_KEY",
+  keyId: "<keyId>",
+  identity: "<identity>"
+}
+
+/**
+ * An issue's location as a flag: `input.ratelimits[0].limit` → `--ratelimit #1 .limit`,
+ * `query.limit` → `--limit`, `input.meta.tags[2]` → `--meta .tags[2]`; unknown ones as they are.
+ */
+export const flagOf = (location: string): string => {
+  const match = /^(?:(?:input|query|patch)\.)?([A-Za-z]+)(?:\[(\d+)\])?(.*)$/.exec(location)
+  const flag = match?.[1] === undefined ? undefined : FLAGS[match[1]]
+  if (match === null || flag === undefined) return location
+  const index = match[2] === undefined ? "" : ` #${Number(match[2]) + 1}`
+  const rest = match[3] === undefined || match[3] === "" ? "" : ` ${match[3]}`
+  return `${flag}${index}${rest}`
+}
+
 /** `WorkspaceNotFound` → `workspace not found`. */
 const words = (tag: string): string => tag.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase()
 
@@ -90,7 +123,7 @@ const describeTagged = (tag: string, error: Record<string, unknown>): string => 
       return describeStorageFailure(error["cause"])
     case "InvalidInput": {
       const issues = Array.isArray(error["errors"])
-        ? error["errors"].filter(isRecord).map((issue) => `${String(issue["location"])}: ${String(issue["message"])}`)
+        ? error["errors"].filter(isRecord).map((issue) => `${flagOf(String(issue["location"]))}: ${String(issue["message"])}`)
         : []
       // Each issue names its field; the detail only repeats the first of them.
       return oneLine(`invalid input: ${issues.length > 0 ? issues.join("; ") : String(error["detail"])}`)
