@@ -306,6 +306,24 @@ describe("identity-kit (in process, on the same directory)", () => {
       ["identity.*.read_identity", "identity.*.create_identity"]
     )
 
+    // update: disable with an expiry, then enable with other permissions and no expiry.
+    const disabled = await runHere("root-key", "update", keyId!, "--disable", "--expires-at", "2999-06-01")
+    assert.strictEqual(disabled.code, 0, disabled.stderr)
+    assert.include(disabled.stdout, "  state: disabled\n  expires: 2999-06-01T00:00:00.000Z")
+    const enabled = JSON.parse(
+      (await runHere("root-key", "update", keyId!, "--enable", "--expires-at", "never", "--permission", "identity.*.read_identity", "--json"))
+        .stdout
+    ) as Record<string, unknown>
+    assert.deepInclude(enabled, { id: keyId, enabled: true, expiresAt: null, permissions: ["identity.*.read_identity"] })
+    assert.notProperty(enabled, "hash")
+    assert.deepStrictEqual(await runHere("root-key", "update", keyId!), {
+      code: 2,
+      stdout: "",
+      stderr: "identity-kit: nothing to change: give --enable, --disable, --permission or --expires-at\n"
+    })
+    assert.strictEqual((await runHere("root-key", "update", keyId!, "--enable", "--disable")).code, 2)
+    assert.strictEqual((await runHere("root-key", "update", "key_nope", "--enable")).code, 3)
+
     const revoked = await runHere("root-key", "revoke", keyId!, "--json")
     assert.deepStrictEqual(JSON.parse(revoked.stdout), { id: keyId, revoked: true })
     // Revoked again: still done, and the key keeps the time it stopped working.

@@ -120,6 +120,14 @@ const keyState = (key: RootKeyInfo, now: number): string =>
     ? "active"
     : "disabled"
 
+/** The text `issue` and `update` print of a key: its id, name, workspace, permissions, state and expiry. */
+const describeKey = (lead: string, key: RootKeyInfo): ReadonlyArray<string> => [
+  `${lead} ${key.id} (${plain(key.name)}) for workspace ${key.workspaceId}`,
+  `  permissions: ${plain(key.permissions.join(", "))}`,
+  `  state: ${keyState(key, Date.now())}`,
+  `  expires: ${key.expiresAt === null ? "never" : time(key.expiresAt)}`
+]
+
 const rootKeyIssue = Command.make(
   "issue",
   {
@@ -157,9 +165,7 @@ const rootKeyIssue = Command.make(
       const rootKey = withoutHash(issued.rootKey)
       yield* print(flags.json, { key, rootKey }, () =>
         [
-          `Issued root key ${rootKey.id} (${plain(rootKey.name)}) for workspace ${rootKey.workspaceId}`,
-          `  permissions: ${plain(rootKey.permissions.join(", "))}`,
-          `  expires: ${rootKey.expiresAt === null ? "never" : time(rootKey.expiresAt)}`,
+          ...describeKey("Issued root key", rootKey).filter((line) => !line.startsWith("  state:")),
           "",
           "The key (it will not be shown again; only its SHA-256 hash is stored):",
           `  ${key}`
@@ -191,6 +197,46 @@ const rootKeyList = Command.make(
     )
 ).pipe(Command.withDescription("List a workspace's root keys (never the keys themselves)."))
 
+const rootKeyUpdate = Command.make(
+  "update",
+  {
+    keyId: Args.text({ name: "keyId" }).pipe(Args.withDescription("The root key's id (key_…).")),
+    enable: Options.boolean("enable").pipe(Options.withDescription("Enable it (a disabled key is answered 403).")),
+    disable: Options.boolean("disable").pipe(Options.withDescription("Disable it: answered 403 until enabled again.")),
+    permissions: Options.text("permission").pipe(
+      Options.withDescription("Its permissions from now on (repeatable; they replace the old set)."),
+      Options.repeated
+    ),
+    expiresAt: Options.text("expires-at").pipe(
+      Options.withDescription("When it expires: epoch milliseconds, ISO 8601, or never."),
+      Options.optional
+    ),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      if (flags.enable && flags.disable) return yield* usageError("--enable and --disable exclude each other")
+      const expiresAt = Option.isNone(flags.expiresAt)
+        ? undefined
+        : flags.expiresAt.value === "never"
+        ? null
+        : yield* parseExpiresAt(flags.expiresAt.value)
+      const patch = {
+        ...(flags.enable || flags.disable ? { enabled: flags.enable } : {}),
+        ...(flags.permissions.length > 0 ? { permissions: flags.permissions } : {}),
+        ...(expiresAt !== undefined ? { expiresAt } : {})
+      }
+      if (Object.keys(patch).length === 0) {
+        return yield* usageError("nothing to change: give --enable, --disable, --permission or --expires-at")
+      }
+      const updated = yield* withKit(flags, (kit) => admin(kit, Admin.updateRootKey(flags.keyId, patch)))
+      if (updated === null) return yield* notFoundError(`no root key with id ${flags.keyId}`)
+      const shown = withoutHash(updated)
+      yield* print(flags.json, shown, (key) => describeKey("Updated root key", key).join("\n"))
+    })
+).pipe(Command.withDescription("Enable or disable a root key, or change its permissions or expiry."))
+
 const rootKeyRevoke = Command.make(
   "revoke",
   { keyId: Args.text({ name: "keyId" }).pipe(Args.withDescription("The root key's id (key_…).")), json, ...storageFlags },
@@ -205,8 +251,8 @@ const rootKeyRevoke = Command.make(
 ).pipe(Command.withDescription("Revoke a root key (a soft delete: requests with it get 401)."))
 
 const rootKey = Command.make("root-key").pipe(
-  Command.withDescription("Issue, list and revoke root keys."),
-  Command.withSubcommands([rootKeyIssue, rootKeyList, rootKeyRevoke])
+  Command.withDescription("Issue, list, update and revoke root keys."),
+  Command.withSubcommands([rootKeyIssue, rootKeyList, rootKeyUpdate, rootKeyRevoke])
 )
 
 // --- identity -----------------------------------------------------------------------------------
