@@ -290,7 +290,9 @@ describe("identity-kit (in process, on the same directory)", () => {
       [["--permission", ""], "--permission needs a value, got an empty one"],
       [["--permission", "  "], "--permission needs a value, got an empty one"],
       [["--permission="], "--permission needs a value, got an empty one"],
-      [["--permission"], "--permission needs a value"]
+      [["--permission"], "--permission needs a value"],
+      // Flags match without case, as the parser matches them.
+      [["--PERMISSION", ""], "--permission needs a value, got an empty one"]
     ] as const) {
       const refused = await runHere("root-key", "issue", "--workspace", "ws_cli", "--json", ...args)
       assert.deepStrictEqual(refused, { code: 2, stdout: "", stderr: `identity-kit: ${line}\n` }, args.join(" "))

@@ -97,9 +97,17 @@ describe("PGlite data directory lock", () => {
       const refused = yield* open(project)
       assert.strictEqual(
         lockFailure(refused.exit),
-        `the PGlite data directory ${project} holds other files and no database (no PG_VERSION): give an empty or new directory`
+        `the PGlite data directory ${project} holds other files (package.json) and no database: give an empty or new ` +
+          "directory (or, if a first start was interrupted, empty this one)"
       )
       assert.deepStrictEqual(readdirSync(project), ["package.json"])
+      // Hidden files and a mount point's lost+found are no reason to refuse.
+      const volume = freshDir()
+      mkdirSync(join(volume, "lost+found"), { recursive: true })
+      writeFileSync(join(volume, ".gitkeep"), "")
+      const mounted = yield* open(volume)
+      assert.isTrue(Exit.isSuccess(mounted.exit))
+      yield* mounted.close
 
       const file = join(project, "package.json")
       assert.strictEqual(lockFailure((yield* open(file)).exit), `the PGlite data directory ${file} is a file, not a directory`)

@@ -193,6 +193,9 @@ export const storageContract = <R, E>(
         // The hash is unique: a second key with it is a conflict, not a storage failure.
         const duplicate = yield* Effect.flip(store.putRootKey({ ...key, id: newId("key") }))
         assert.strictEqual(duplicate._tag, "RootKeyConflict")
+        // Both wrong at once: the conflict, as PostgreSQL checks the unique hash before the foreign key.
+        const both = yield* Effect.flip(store.putRootKey({ ...key, id: newId("key"), workspaceId: missing }))
+        assert.strictEqual(both._tag, "RootKeyConflict")
       }))
 
     it.effect("updateRootKey changes only what the patch names, in one step; unknown id is null", () =>

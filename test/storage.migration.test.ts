@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Option } from "effect"
 import { Admin, hashRootKey, IdentityStore, makeIdentityKit, ROUTE } from "identity-kit"
 import { layerPgliteClient } from "identity-kit/pglite"
 import { layerPostgresClient } from "identity-kit/postgres"
@@ -125,6 +125,17 @@ const migrationSuite = <E>(name: string, client: () => Layer.Layer<SqlClient.Sql
 
 migrationSuite("PGlite", () => layerPgliteClient())
 
+describe("migrateWith", () => {
+  it("refuses bounds PostgreSQL would misread: an infinite or sub-millisecond lockTimeout, a non-whole lockAttempts", () => {
+    assert.throws(() => migrateWith({ lockTimeout: Duration.infinity }), TypeError, /lockTimeout must be finite and at least 1 ms/)
+    assert.throws(() => migrateWith({ lockTimeout: "500 micros" }), TypeError, /lockTimeout/)
+    for (const lockAttempts of [0, 1.5, Number.NaN]) {
+      assert.throws(() => migrateWith({ lockAttempts }), TypeError, /lockAttempts must be a whole number/)
+    }
+    assert.doesNotThrow(() => migrateWith({ lockTimeout: "1 millis", lockAttempts: 1 }))
+  })
+})
+
 describe.runIf(DATABASE_URL)("on PostgreSQL", () => {
   const url = DATABASE_URL ?? ""
   migrationSuite("PostgreSQL", () => {
@@ -209,7 +220,10 @@ describe.runIf(DATABASE_URL)("on PostgreSQL", () => {
         }
         assert.isTrue(Option.isNone(yield* Fiber.poll(migrating)), "the migration waits for the reader")
         assert.deepStrictEqual(yield* state, { ids: [1, 2, 3, 4, 5, 6, 7], requestIdColumn: false })
-        assert.match(warnings[0] ?? "", /waited 150ms for a table lock .* trying again \(1 of 1000 tries\)/)
+        assert.match(
+          warnings[0] ?? "",
+          /^identity-kit: migration 0008_audit_request_ids waited 150ms for a table lock .* trying again \(try 2 of 1000\)$/
+        )
 
         yield* endReader
         assert.deepStrictEqual((yield* Fiber.join(migrating)).map(([id]) => id), [8, 9])

@@ -35,39 +35,44 @@ const root = Command.make("identity-kit").pipe(
 
 const cli = Command.run(root, { name: "identity-kit", version: version() })
 
-// The repeatable flags. `@effect/cli` drops an empty or missing value of a repeated option without a
-// word (`--permission ''` would issue a key with the default permission instead of failing), and
-// reads `--permission=…` as an unknown argument although it splits `--name=…`.
-const REPEATED_FLAGS: ReadonlySet<string> = new Set(["--permission", "--ratelimit"])
+// The repeatable flags, by the commands that take them. `@effect/cli` drops an empty or missing
+// value of a repeated option without a word (`--permission ''` would issue a key with the default
+// permission instead of failing), and reads `--permission=…` as an unknown argument although it
+// splits `--name=…`. Flags are matched without case, as `@effect/cli` matches them.
+const REPEATED_FLAGS: Readonly<Record<string, ReadonlyArray<string>>> = {
+  "root-key issue": ["--permission"],
+  "root-key update": ["--permission"],
+  "identity create": ["--ratelimit"]
+}
 
 /**
  * `argv` with `--permission=…` split as `--permission …`; a usage failure for a repeated flag
- * given an empty value or none.
+ * given an empty value or none. Anything else (another command, `--help`) is left to the parser.
  */
 const repeatedFlags = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, CliFailure> => {
-  const out: Array<string> = []
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? ""
-    if (i < 2 || arg === "--") {
-      out.push(...(arg === "--" ? argv.slice(i) : [arg]))
-      if (arg === "--") break
-      continue
-    }
+  const args = argv.slice(2)
+  const end = args.indexOf("--") === -1 ? args.length : args.indexOf("--")
+  const command = args.slice(0, 2).join(" ")
+  const flags = REPEATED_FLAGS[command]
+  if (flags === undefined || args.slice(0, end).some((arg) => arg === "--help" || arg === "-h")) return Effect.succeed(argv)
+  const out: Array<string> = argv.slice(0, 2)
+  for (let i = 0; i < end; i++) {
+    const arg = args[i] ?? ""
     const equals = arg.indexOf("=")
-    const flag = equals === -1 ? arg : arg.slice(0, equals)
-    if (!REPEATED_FLAGS.has(flag)) {
+    const flag = (equals === -1 ? arg : arg.slice(0, equals)).toLowerCase()
+    if (!flags.includes(flag)) {
       out.push(arg)
       continue
     }
     // The next argument, unless it is the next flag (no permission or ratelimit starts with `--`).
-    const next = argv[i + 1]
-    const value = equals !== -1 ? arg.slice(equals + 1) : next === undefined || next.startsWith("--") ? undefined : argv[++i]
+    const next = i + 1 < end ? args[i + 1] : undefined
+    const value = equals !== -1 ? arg.slice(equals + 1) : next === undefined || next.startsWith("--") ? undefined : args[++i]
     if (value === undefined || value.trim() === "") {
       return Effect.fail(usageError(`${flag} needs a value${value === undefined ? "" : ", got an empty one"}`))
     }
     out.push(flag, value)
   }
-  return Effect.succeed(out)
+  return Effect.succeed([...out, ...args.slice(end)])
 }
 
 /**

@@ -73,6 +73,8 @@ export const seedDemo = (kit: IdentityKit, givenKey: string | undefined): Effect
           ? `it is a root key of workspace ${key.workspaceId}, not ${DEMO_WORKSPACE}`
           : key.deletedAt !== null
           ? "it is revoked"
+          : known.workspace?.enabled === false
+          ? `workspace ${DEMO_WORKSPACE} is disabled`
           : !key.enabled
           ? "it is disabled"
           : key.expiresAt !== null && key.expiresAt <= Date.now()

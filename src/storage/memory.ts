@@ -220,8 +220,9 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
     // As SQL's foreign key (migration 0009): a key of a workspace that does not exist is refused.
     putRootKey: (key) =>
       attempt("putRootKey", () => {
-        if (!workspaces.has(key.workspaceId)) return "no workspace" as const
+        // In PostgreSQL's order: the unique hash is checked before the foreign key.
         if (keysByHash.has(key.hash)) return "duplicate hash" as const
+        if (!workspaces.has(key.workspaceId)) return "no workspace" as const
         if (hashById.has(key.id)) throw new Error("duplicate root key id")
         keysByHash.set(key.hash, key)
         hashById.set(key.id, key.hash)

@@ -17,6 +17,7 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { StorageError } from "../Errors.js"
+import { causeMessages } from "../internal/log.js"
 import { withSpan } from "../internal/trace.js"
 import { rootKeyNotifyMigration } from "./notify.js"
 
@@ -800,7 +801,7 @@ const ensureMigrationsTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
  */
 export const MIGRATION_LOCK_TIMEOUT = Duration.seconds(2)
 
-/** Tries in all before a migration that cannot get its locks fails: about two minutes with the backoff. */
+/** Tries in all before migrations that cannot get their locks fail: about two and a half minutes with the backoff. */
 export const MIGRATION_LOCK_ATTEMPTS = 25
 
 // 250 ms, doubling up to 5 s, jittered so that instances starting together spread out.
@@ -822,17 +823,27 @@ const isLockTimeout = (error: StorageError): boolean => {
 }
 
 // Each migration first bounds its own lock waits. The migrator's lock on its table comes before and
-// stays unbounded: waiting for another instance to finish migrating is meant, and holds up no write.
+// is unbounded (`migrateOnce` clears a server's or role's default lock_timeout): waiting for another
+// instance to finish migrating is meant, and holds up no write.
 const boundedLockMigrations = (timeout: Duration.Duration) =>
   Object.fromEntries(
     Object.entries(migrations).map(([key, migration]) => [
       key,
       Effect.zipRight(
-        Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`SET LOCAL lock_timeout = ${Duration.toMillis(timeout)}`)),
+        Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`SET LOCAL lock_timeout = ${Math.ceil(Duration.toMillis(timeout))}`)),
         migration
       )
     ])
   )
+
+/** `0008_audit_request_ids`: the migration a failed try names (the migrator's `Migration "8_…" failed`). */
+const blockedMigration = (error: StorageError): string => {
+  for (const message of causeMessages(error)) {
+    const match = /^Migration "(\d+)_(.+)" failed/.exec(message)
+    if (match?.[1] !== undefined && match[2] !== undefined) return `${match[1].padStart(4, "0")}_${match[2]}`
+  }
+  return "(unknown)"
+}
 
 /** Options of `migrate` (tests shorten them; the defaults are `MIGRATION_LOCK_TIMEOUT` and `MIGRATION_LOCK_ATTEMPTS`). */
 export interface MigrateOptions {
@@ -849,7 +860,7 @@ const migrateOnce = (lockTimeout: Duration.Duration) =>
     Effect.zipRight(Effect.flatMap(SqlClient.SqlClient, (sql) =>
       sql.withTransaction(
         Effect.zipRight(
-          sql.unsafe("SET LOCAL statement_timeout = 0"),
+          Effect.zipRight(sql.unsafe("SET LOCAL statement_timeout = 0"), sql.unsafe("SET LOCAL lock_timeout = 0")),
           run({ loader: Migrator.fromRecord(boundedLockMigrations(lockTimeout)), table: MIGRATIONS_TABLE })
         )
       ))),
@@ -866,7 +877,14 @@ export const migrateWith = (
   options: MigrateOptions = {}
 ): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, StorageError, SqlClient.SqlClient> => {
   const lockTimeout = Duration.decode(options.lockTimeout ?? MIGRATION_LOCK_TIMEOUT)
-  const attempts = Math.max(1, Math.floor(options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS))
+  const attempts = options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS
+  // PostgreSQL takes whole milliseconds, 0 meaning no bound.
+  if (!Duration.isFinite(lockTimeout) || Duration.toMillis(lockTimeout) < 1) {
+    throw new TypeError(`migrateWith: lockTimeout must be finite and at least 1 ms, got ${Duration.format(lockTimeout)}`)
+  }
+  if (!Number.isSafeInteger(attempts) || attempts < 1) {
+    throw new TypeError(`migrateWith: lockAttempts must be a whole number of at least 1, got ${attempts}`)
+  }
   const gaveUp = (error: StorageError) =>
     new StorageError({
       operation: "migrate",
@@ -887,8 +905,9 @@ export const migrateWith = (
       Effect.tapError((error) =>
         isLockTimeout(error) && tries < attempts
           ? Effect.logWarning(
-            `identity-kit: a migration waited ${Duration.format(lockTimeout)} for a table lock that another ` +
-              `session holds (a long transaction?); rolled back, trying again (${tries} of ${attempts} tries)`
+            `identity-kit: migration ${blockedMigration(error)} waited ${Duration.format(lockTimeout)} for a table lock ` +
+              `that another session holds (a long transaction or report?); rolled back, trying again (try ${tries + 1} ` +
+              `of ${attempts})`
           )
           : Effect.void
       ),

@@ -180,6 +180,18 @@ const inUse = (directory: string, pid: number | undefined, host?: string): SqlEr
   return new SqlError({ cause: new Error(message), message })
 }
 
+/**
+ * What in `directory` keeps PGlite from making a database there: nothing when it holds one already
+ * (`PG_VERSION`), else every entry but the lock's own files, hidden ones (`.gitkeep`) and a mount
+ * point's `lost+found`. As initdb, a database is made only in an empty directory: a mistyped
+ * `--data-dir` must not scatter a cluster's files among a project's own.
+ */
+const foreignEntries = (directory: string): ReadonlyArray<string> => {
+  const entries = fs.readdirSync(directory)
+  if (entries.includes("PG_VERSION")) return []
+  return entries.filter((name) => !name.startsWith(PGLITE_LOCK_FILE) && !name.startsWith(".") && name !== "lost+found").sort()
+}
+
 // PGlite has no lock of its own: two instances on one directory corrupt it. Taken before PGlite
 // opens the directory and released after it closed it.
 const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
@@ -189,21 +201,23 @@ const lockDataDir = (dataDir: string): DataDirLock | SqlError => {
   }
   fs.mkdirSync(dataDir, { recursive: true })
   const directory = fs.realpathSync(dataDir)
-  // As initdb: a database is made only in an empty directory. A mistyped --data-dir must not
-  // scatter a cluster's files among a project's own.
-  const entries = fs.readdirSync(directory).filter((name) => name !== PGLITE_LOCK_FILE)
-  if (entries.length > 0 && !entries.includes("PG_VERSION")) {
-    return refuse(
-      `the PGlite data directory ${directory} holds other files and no database (no PG_VERSION): ` +
-        "give an empty or new directory"
-    )
-  }
   if (heldDirectories.has(directory)) return inUse(directory, process.pid)
   const file = path.join(directory, PGLITE_LOCK_FILE)
   const content = JSON.stringify({ pid: process.pid, host: HOST, startedAt: new Date().toISOString(), token: randomUUID() })
   // A few rounds: a holder may release, or a racing process take over a stale lock, in between.
   for (let round = 0; round < 3; round++) {
     if (createExclusive(file, content)) {
+      // Checked under the lock: a directory another process is initialising is "in use", never
+      // "other files".
+      const foreign = foreignEntries(directory)
+      if (foreign.length > 0) {
+        releaseFile(file, content)
+        return refuse(
+          `the PGlite data directory ${directory} holds other files (${foreign.slice(0, 3).join(", ")}` +
+            `${foreign.length > 3 ? ", …" : ""}) and no database: give an empty or new directory ` +
+            "(or, if a first start was interrupted, empty this one)"
+        )
+      }
       heldDirectories.add(directory)
       // `exit` runs on process.exit and a normal end, not on a fatal signal; a lock left by one
       // names a dead process and is taken over.
