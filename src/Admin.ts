@@ -28,7 +28,8 @@ import {
   PageQueryInput,
   Reference,
   RootKeyPlaintext,
-  RootKeyUpdateInput
+  RootKeyUpdateInput,
+  WorkspaceUpdateInput
 } from "./domain/AdminInput.js"
 import { GetIdentityRequest } from "./domain/Identities.js"
 import { base58, newId } from "./domain/Ids.js"
@@ -52,6 +53,7 @@ const checkWorkspaceInput = checker(CreateWorkspaceInput, "input")
 const checkIssueInput = checker(IssueRootKeyInput, "input")
 const checkKeyText = checker(RootKeyPlaintext, "input.key")
 const checkRootKeyUpdate = checker(RootKeyUpdateInput, "patch")
+const checkWorkspaceUpdate = checker(WorkspaceUpdateInput, "patch")
 const checkIdentityInput = checker(CreateIdentityInput, "input")
 const checkPageQuery = checker(PageQueryInput, "query")
 const checkIdentityPageQuery = checker(IdentityPageQueryInput, "query")
@@ -89,6 +91,37 @@ export const createWorkspace: (
       createdAt: now
     }
     return yield* store.putWorkspace(workspace)
+  }
+)
+
+/** What `updateWorkspace` may change; a field left out keeps its value. */
+export interface WorkspaceUpdate {
+  /** 1–255 characters. */
+  readonly name?: string
+  /** `false`: every key of the workspace is answered 403 (workspace disabled) until it is `true` again. */
+  readonly enabled?: boolean
+}
+
+/**
+ * Changes a workspace's name or state, keeping the rest (unlike `createWorkspace` with its id, which
+ * sets both). Answers the workspace, or `null` when there is none with this id. It reads, then
+ * writes: of two updates of one workspace at the same moment, the last one's fields win.
+ */
+export const updateWorkspace: (
+  workspaceId: string,
+  patch: WorkspaceUpdate
+) => Effect.Effect<Workspace | null, InvalidInput | StorageError, IdentityStore> = Effect.fn("Admin.updateWorkspace")(
+  function*(workspaceId: string, patch: WorkspaceUpdate) {
+    const [id, checked] = yield* valid("updateWorkspace", [checkWorkspaceId(workspaceId), checkWorkspaceUpdate(patch)])
+    const store = yield* IdentityStore
+    // The page that starts at this id: its first item is the workspace, if there is one.
+    const [found] = (yield* store.listWorkspaces({ limit: 1, cursor: id })).items
+    if (found === undefined || found.id !== id) return null
+    return yield* store.putWorkspace({
+      ...found,
+      ...(checked.name !== undefined ? { name: checked.name } : {}),
+      ...(checked.enabled !== undefined ? { enabled: checked.enabled } : {})
+    })
   }
 )
 

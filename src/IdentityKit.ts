@@ -114,6 +114,7 @@ export interface IdentityKit {
 /** `kit.admin`: the admin operations as promises of plain values (see `Admin` for each one). */
 export interface IdentityKitAdmin {
   readonly createWorkspace: (input?: Admin.CreateWorkspace) => Promise<Workspace>
+  readonly updateWorkspace: (workspaceId: string, patch: Admin.WorkspaceUpdate) => Promise<Workspace | null>
   /** `key` is the plaintext, shown this once: only its SHA-256 hash is stored. */
   readonly issueRootKey: (input: Admin.IssueRootKeyPlain) => Promise<{ readonly rootKey: RootKey; readonly key: string }>
   readonly updateRootKey: (keyId: string, patch: Admin.RootKeyUpdate) => Promise<RootKey | null>
@@ -456,6 +457,7 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
       ),
     admin: {
       createWorkspace: (input) => run(Admin.createWorkspace(input)),
+      updateWorkspace: (workspaceId, patch) => run(Admin.updateWorkspace(workspaceId, patch)),
       issueRootKey: (input) =>
         run(Admin.issueRootKey(plainKeyInput(input))).then(({ key, rootKey }) => ({ rootKey, key: Redacted.value(key) })),
       updateRootKey: (keyId, patch) => run(Admin.updateRootKey(keyId, patch)),

@@ -241,6 +241,27 @@ describe("Admin: input checked as the HTTP API checks it", () => {
       assert.deepStrictEqual([made.id.length, made.name, made.enabled], [128, "default", true])
     })))
 
+  it.effect("updateWorkspace: changes only what the patch names, keeps createdAt; null for none; patch checked", () =>
+    fresh(Effect.gen(function*() {
+      const made = yield* Admin.createWorkspace({ id: "ws_up", name: "acme" })
+      // Neighbours on both sides: the lookup is exact, not the next id.
+      yield* Admin.createWorkspace({ id: "ws_u" })
+      yield* Admin.createWorkspace({ id: "ws_upz" })
+      const disabled = yield* Admin.updateWorkspace("ws_up", { enabled: false })
+      assert.deepStrictEqual(disabled, { ...made, enabled: false })
+      const renamed = yield* Admin.updateWorkspace("ws_up", { name: "acme inc" })
+      assert.deepStrictEqual(renamed, { ...made, name: "acme inc", enabled: false })
+      assert.isNull(yield* Admin.updateWorkspace("ws_uo", { enabled: true }))
+      assert.isNull(yield* Admin.updateWorkspace("ws_upa", { enabled: true }))
+      assert.deepStrictEqual((yield* Admin.listWorkspaces()).items.find((ws) => ws.id === "ws_up"), renamed)
+      const error = yield* invalid(Admin.updateWorkspace("", { name: "", enabled: "no" as never }))
+      assert.deepStrictEqual(issues(error), [
+        ["workspaceId", "minLength: got 0, want 1"],
+        ["patch.name", "minLength: got 0, want 1"],
+        ["patch.enabled", "got string, want boolean"]
+      ])
+    })))
+
   it.effect("getIdentity and deleteIdentity: workspaceId and identity must be non-empty strings", () =>
     fresh(Effect.gen(function*() {
       assert.deepStrictEqual(issues(yield* invalid(Admin.getIdentity("", ""))), [

@@ -392,6 +392,13 @@ describe("identity-kit lists (in process)", () => {
 
   it("text output escapes control characters of stored text; --json keeps them", async () => {
     const created = await runHere("workspace", "create", "--id", "ws_ctl", "--name", "two\nlines\u001b[31m", "--json")
+    // update keeps what it is not given (create with the id would reset the name).
+    const disabled = await runHere("workspace", "update", "ws_ctl", "--disable", "--json")
+    assert.deepStrictEqual(JSON.parse(disabled.stdout), { ...JSON.parse(created.stdout), enabled: false })
+    const enabled = await runHere("workspace", "update", "ws_ctl", "--enable")
+    assert.match(enabled.stdout, /^Updated workspace ws_ctl \(name: two\\nlines\\u001b\[31m, enabled\)\n$/)
+    assert.strictEqual((await runHere("workspace", "update", "ws_nope", "--enable")).code, 3)
+    assert.strictEqual((await runHere("workspace", "update", "ws_ctl")).code, 2)
     assert.strictEqual(JSON.parse(created.stdout).name, "two\nlines\u001b[31m")
     const listed = await runHere("workspace", "list")
     assert.match(listed.stdout, /^ws_ctl +two\\nlines\\u001b\[31m +enabled +\S+$/m)

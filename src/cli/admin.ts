@@ -62,6 +62,30 @@ const workspaceCreate = Command.make(
       )).pipe(Effect.flatMap((workspace) => print(flags.json, workspace, (ws) => `Created workspace ${describeWorkspace(ws)}`)))
 ).pipe(Command.withDescription("Create a workspace (or replace the one with --id)."))
 
+const workspaceUpdate = Command.make(
+  "update",
+  {
+    id: Args.text({ name: "workspaceId" }).pipe(Args.withDescription("The workspace's id (ws_…).")),
+    name: Options.text("name").pipe(Options.withDescription("Its new name."), Options.optional),
+    enable: Options.boolean("enable").pipe(Options.withDescription("Enable it: its keys work again.")),
+    disable: Options.boolean("disable").pipe(Options.withDescription("Disable it: every key of it is answered 403.")),
+    json,
+    ...storageFlags
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      if (flags.enable && flags.disable) return yield* usageError("--enable and --disable exclude each other")
+      const patch = {
+        ...(Option.isSome(flags.name) ? { name: flags.name.value } : {}),
+        ...(flags.enable || flags.disable ? { enabled: flags.enable } : {})
+      }
+      if (Object.keys(patch).length === 0) return yield* usageError("nothing to change: give --name, --enable or --disable")
+      const updated = yield* withKit(flags, (kit) => admin(kit, Admin.updateWorkspace(flags.id, patch)))
+      if (updated === null) return yield* notFoundError(`no workspace with id ${flags.id}`)
+      yield* print(flags.json, updated, (ws) => `Updated workspace ${describeWorkspace(ws)}`)
+    })
+).pipe(Command.withDescription("Rename, enable or disable a workspace (keeping the rest)."))
+
 const workspaceList = Command.make(
   "list",
   { ...pageFlags, json, ...storageFlags },
@@ -78,8 +102,8 @@ const workspaceList = Command.make(
 ).pipe(Command.withDescription("List workspaces, by id."))
 
 const workspace = Command.make("workspace").pipe(
-  Command.withDescription("Create and list workspaces."),
-  Command.withSubcommands([workspaceCreate, workspaceList])
+  Command.withDescription("Create, update and list workspaces."),
+  Command.withSubcommands([workspaceCreate, workspaceUpdate, workspaceList])
 )
 
 // --- root-key -----------------------------------------------------------------------------------

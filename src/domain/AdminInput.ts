@@ -185,6 +185,12 @@ export const CreateWorkspaceInput = Schema.Struct({
   enabled: optional(JsonBoolean)
 }).annotations(object)
 
+/** `updateWorkspace`'s patch. */
+export const WorkspaceUpdateInput = Schema.Struct({
+  name: optional(Name),
+  enabled: optional(JsonBoolean)
+}).annotations(object)
+
 /** `issueRootKey`'s input but `key`, checked on its own (`RootKeyPlaintext`) once unwrapped. */
 export const IssueRootKeyInput = Schema.Struct({
   workspaceId: Reference,
