@@ -66,7 +66,7 @@ export const describeStorageFailure = (failure: unknown): string => {
       return oneLine(found.message)
     // PGlite is an optional peer: the default storage of every command needs it installed.
     case "pglite-missing":
-      return "PGlite (the default storage, ./.data) is not installed: npm install @electric-sql/pglite, or use PostgreSQL with --database-url / DATABASE_URL."
+      return "PGlite (the storage without a database URL) is not installed: npm install @electric-sql/pglite, or use PostgreSQL with --database-url / DATABASE_URL."
     case "no-tables":
       return `the database has no identity-kit tables (${found.relation}). Run \`identity-kit migrate\` with the same storage flags.`
     case "unreachable":

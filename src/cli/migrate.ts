@@ -5,6 +5,7 @@
 import { Command } from "@effect/cli"
 import { Effect, Layer } from "effect"
 import { StorageError } from "../Errors.js"
+import { classifyStorageFailure } from "../internal/log.js"
 import { migrate as runMigrations } from "../storage/migrations.js"
 import { layerPostgresClient } from "../storage/postgres.js"
 import { describeStorageFailure, runtimeError } from "./failure.js"
@@ -25,7 +26,17 @@ export const migrate = Command.make("migrate", { json, ...storageFlags }, (flags
     const client = yield* clientOf(target)
     const applied = yield* runMigrations.pipe(
       Effect.provide(client),
-      Effect.mapError((error) => runtimeError(`${target.label}: migration failed: ${describeStorageFailure(error)}`))
+      // "migration failed" only for what a migration did: a database that cannot be reached, PGlite
+      // missing or an unusable directory say so themselves.
+      Effect.mapError((error) =>
+        runtimeError(
+          `${target.label}: ${
+            error.operation === "migrate" && classifyStorageFailure(error.cause).kind === "other" ? "migration failed: " : ""
+          }${
+            describeStorageFailure(error)
+          }`
+        )
+      )
     )
     const names = applied.map(([id, name]) => `${String(id).padStart(4, "0")}_${name}`)
     yield* print(flags.json, { storage: target.label, applied: names }, () =>
