@@ -103,9 +103,8 @@ export interface WorkspaceUpdate {
 }
 
 /**
- * Changes a workspace's name or state, keeping the rest (unlike `createWorkspace` with its id, which
- * sets both). Answers the workspace, or `null` when there is none with this id. It reads, then
- * writes: of two updates of one workspace at the same moment, the last one's fields win.
+ * Changes a workspace's name or state in one step, keeping the rest (unlike `createWorkspace` with
+ * its id, which sets both). Answers the workspace, or `null` when there is none with this id.
  */
 export const updateWorkspace: (
   workspaceId: string,
@@ -114,14 +113,7 @@ export const updateWorkspace: (
   function*(workspaceId: string, patch: WorkspaceUpdate) {
     const [id, checked] = yield* valid("updateWorkspace", [checkWorkspaceId(workspaceId), checkWorkspaceUpdate(patch)])
     const store = yield* IdentityStore
-    // The page that starts at this id: its first item is the workspace, if there is one.
-    const [found] = (yield* store.listWorkspaces({ limit: 1, cursor: id })).items
-    if (found === undefined || found.id !== id) return null
-    return yield* store.putWorkspace({
-      ...found,
-      ...(checked.name !== undefined ? { name: checked.name } : {}),
-      ...(checked.enabled !== undefined ? { enabled: checked.enabled } : {})
-    })
+    return yield* store.updateWorkspace(id, checked)
   }
 )
 
@@ -211,8 +203,9 @@ export interface RootKeyUpdate {
 
 /**
  * Changes a root key: `enabled`, `permissions`, `expiresAt` (`null`: never). Answers the key, or
- * `null` when there is none with this id. Storage that reports changes (memory, PGlite, PostgreSQL
- * with its listener) evicts the key from every kit's root-key cache at once; with a TTL-only cache
+ * `null` when there is none with this id or it is revoked (a revoked key stays as it was revoked).
+ * Storage that reports changes (memory, PGlite, PostgreSQL with its listener) evicts the key from
+ * every kit's root-key cache at once; with a TTL-only cache
  * (`rootKeyCache: { ttl }` on other storage) a kit sees the change once the entry expires.
  */
 export const updateRootKey: (

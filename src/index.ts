@@ -13,7 +13,7 @@ export type { ConnectionInfo, HealthStatus, IdentityKit, IdentityKitOptions, Ide
 export * as Admin from "./Admin.js"
 export * from "./Errors.js"
 export { IdentityStore } from "./services/IdentityStore.js"
-export type { IdentityListQuery, IdentityPage, IdentityStoreService, NewIdentity, RootKeyPatch } from "./services/IdentityStore.js"
+export type { IdentityListQuery, IdentityPage, IdentityStoreService, NewIdentity, RootKeyPatch, WorkspacePatch } from "./services/IdentityStore.js"
 export { layerMemory, makeMemory, makeMemoryWithEvents } from "./storage/memory.js"
 export { makeRootKeyEventHub, RootKeyEvents } from "./services/RootKeyEvents.js"
 export type { RootKeyEvent, RootKeyEventHub, RootKeyEventsService } from "./services/RootKeyEvents.js"

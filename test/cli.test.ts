@@ -297,6 +297,9 @@ describe("identity-kit (in process, on the same directory)", () => {
       const refused = await runHere("root-key", "issue", "--workspace", "ws_cli", "--json", ...args)
       assert.deepStrictEqual(refused, { code: 2, stdout: "", stderr: `identity-kit: ${line}\n` }, args.join(" "))
     }
+    // A global option before the command does not hide the flag.
+    const globalFirst = await runHere("--log-level", "info", "root-key", "issue", "--workspace", "ws_cli", "--permission", "")
+    assert.deepStrictEqual(globalFirst, { code: 2, stdout: "", stderr: "identity-kit: --permission needs a value, got an empty one\n" })
     const emptyRatelimit = await runHere("identity", "create", "--workspace", "ws_cli", "--external-id", "u", "--ratelimit", "")
     assert.deepStrictEqual(emptyRatelimit, { code: 2, stdout: "", stderr: "identity-kit: --ratelimit needs a value, got an empty one\n" })
     // `--flag=value` works for a repeated flag as for the others.
@@ -325,6 +328,10 @@ describe("identity-kit (in process, on the same directory)", () => {
     })
     assert.strictEqual((await runHere("root-key", "update", keyId!, "--enable", "--disable")).code, 2)
     assert.strictEqual((await runHere("root-key", "update", "key_nope", "--enable")).code, 3)
+    // `never` is also what `issue` takes (the default), in any case.
+    const never = await runHere("root-key", "issue", "--workspace", "ws_cli", "--expires-at", "NEVER")
+    assert.strictEqual(never.code, 0, never.stderr)
+    assert.include(never.stdout, "  expires: never\n")
 
     const revoked = await runHere("root-key", "revoke", keyId!, "--json")
     assert.deepStrictEqual(JSON.parse(revoked.stdout), { id: keyId, revoked: true })
@@ -337,6 +344,12 @@ describe("identity-kit (in process, on the same directory)", () => {
     assert.isNumber(first)
     assert.strictEqual((await runHere("root-key", "revoke", keyId!)).code, 0)
     assert.strictEqual(await revokedAt(), first)
+    // A revoked key is not changed: as for no key.
+    assert.deepStrictEqual(await runHere("root-key", "update", keyId!, "--enable"), {
+      code: 3,
+      stdout: "",
+      stderr: `identity-kit: no live root key with id ${keyId} (none, or revoked)\n`
+    })
     const missing = await runHere("root-key", "revoke", "key_nope")
     assert.strictEqual(missing.code, 3)
     assert.strictEqual(missing.stderr, "identity-kit: no root key with id key_nope\n")
@@ -397,7 +410,18 @@ describe("identity-kit lists (in process)", () => {
     assert.deepStrictEqual(JSON.parse(disabled.stdout), { ...JSON.parse(created.stdout), enabled: false })
     const enabled = await runHere("workspace", "update", "ws_ctl", "--enable")
     assert.match(enabled.stdout, /^Updated workspace ws_ctl \(name: two\\nlines\\u001b\[31m, enabled\)\n$/)
-    assert.strictEqual((await runHere("workspace", "update", "ws_nope", "--enable")).code, 3)
+    // A not-found line repeats what was typed, its controls escaped.
+    assert.deepStrictEqual(await runHere("workspace", "update", "ws_\u001b[7mx", "--enable"), {
+      code: 3,
+      stdout: "",
+      stderr: "identity-kit: no workspace with id ws_\\u001b[7mx\n"
+    })
+    // The id is the argument here, not --workspace.
+    assert.deepStrictEqual(await runHere("workspace", "update", "", "--name", ""), {
+      code: 2,
+      stdout: "",
+      stderr: "identity-kit: invalid input: <workspaceId>: minLength: got 0, want 1; --name: minLength: got 0, want 1\n"
+    })
     assert.strictEqual((await runHere("workspace", "update", "ws_ctl")).code, 2)
     assert.strictEqual(JSON.parse(created.stdout).name, "two\nlines\u001b[31m")
     const listed = await runHere("workspace", "list")

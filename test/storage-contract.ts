@@ -198,6 +198,21 @@ export const storageContract = <R, E>(
         assert.strictEqual(both._tag, "RootKeyConflict")
       }))
 
+    it.effect("updateWorkspace changes only what the patch names, in one step; unknown id is null", () =>
+      Effect.gen(function*() {
+        const { store, workspaceId } = yield* workspace
+        const disabled = yield* store.updateWorkspace(workspaceId, { enabled: false })
+        assert.deepStrictEqual(disabled, { id: workspaceId, name: "contract", enabled: false, createdAt: T0 })
+        // Concurrent changes of different fields both stay.
+        yield* Effect.all([store.updateWorkspace(workspaceId, { name: "renamed" }), store.updateWorkspace(workspaceId, { enabled: true })], {
+          concurrency: 2
+        })
+        const both = { id: workspaceId, name: "renamed", enabled: true, createdAt: T0 }
+        assert.deepStrictEqual((yield* store.listWorkspaces({ limit: 1, cursor: workspaceId })).items, [both])
+        assert.deepStrictEqual(yield* store.updateWorkspace(workspaceId, {}), both)
+        assert.isNull(yield* store.updateWorkspace(`${workspaceId}_missing`, { enabled: false }))
+      }))
+
     it.effect("updateRootKey changes only what the patch names, in one step; unknown id is null", () =>
       Effect.gen(function*() {
         const { store, workspaceId } = yield* workspace
@@ -213,6 +228,9 @@ export const storageContract = <R, E>(
         // Deleted again: the first time stays (it is when the key stopped working); null restores it.
         assert.strictEqual((yield* store.updateRootKey(key.id, { deletedAt: T0 + 5 }))?.deletedAt, T0 + 1)
         assert.strictEqual((yield* store.findRootKey(key.hash))?.key.deletedAt, T0 + 1)
+        // Any other change leaves a deleted key alone: as for no key.
+        assert.isNull(yield* store.updateRootKey(key.id, { enabled: false, permissions: [] }))
+        assert.deepStrictEqual((yield* store.findRootKey(key.hash))?.key, revoked)
         assert.isNull((yield* store.updateRootKey(key.id, { deletedAt: null }))?.deletedAt)
         assert.strictEqual((yield* store.updateRootKey(key.id, { deletedAt: T0 + 7 }))?.deletedAt, T0 + 7)
         assert.isNull(yield* store.updateRootKey(newId("key"), { enabled: false }))

@@ -10,7 +10,8 @@ import { MAX_EPOCH_MILLIS } from "../domain/AdminInput.js"
 import type { JsonObject } from "../domain/Json.js"
 import { isJsonObject } from "../domain/Json.js"
 import type { Identity, RootKeyInfo, Workspace } from "../domain/Model.js"
-import { notFoundError, usageError } from "./failure.js"
+import { InvalidInput, ValidationIssue } from "../Errors.js"
+import { type CliFailure, notFoundError, usageError } from "./failure.js"
 import {
   admin,
   json,
@@ -62,6 +63,17 @@ const workspaceCreate = Command.make(
       )).pipe(Effect.flatMap((workspace) => print(flags.json, workspace, (ws) => `Created workspace ${describeWorkspace(ws)}`)))
 ).pipe(Command.withDescription("Create a workspace (or replace the one with --id)."))
 
+/** `error` with the issues at `from` (and inside it) reported at `to`. */
+const relocated = (error: InvalidInput, from: string, to: string): InvalidInput =>
+  new InvalidInput({
+    detail: error.detail,
+    errors: error.errors.map((issue) =>
+      issue.location === from || issue.location.startsWith(`${from}.`) || issue.location.startsWith(`${from}[`)
+        ? new ValidationIssue({ ...issue, location: `${to}${issue.location.slice(from.length)}` })
+        : issue
+    )
+  })
+
 const workspaceUpdate = Command.make(
   "update",
   {
@@ -80,7 +92,10 @@ const workspaceUpdate = Command.make(
         ...(flags.enable || flags.disable ? { enabled: flags.enable } : {})
       }
       if (Object.keys(patch).length === 0) return yield* usageError("nothing to change: give --name, --enable or --disable")
-      const updated = yield* withKit(flags, (kit) => admin(kit, Admin.updateWorkspace(flags.id, patch)))
+      const updated = yield* withKit(flags, (kit) => admin(kit, Admin.updateWorkspace(flags.id, patch))).pipe(
+        // The id is this command's argument, not the `--workspace` flag of the others.
+        Effect.mapError((error) => error instanceof InvalidInput ? relocated(error, "workspaceId", "<workspaceId>") : error)
+      )
       if (updated === null) return yield* notFoundError(`no workspace with id ${flags.id}`)
       yield* print(flags.json, updated, (ws) => `Updated workspace ${describeWorkspace(ws)}`)
     })
@@ -112,17 +127,21 @@ const workspace = Command.make("workspace").pipe(
 // 2030-02-30 over to March.
 const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/
 
-/** `--expires-at`: epoch milliseconds, or an ISO 8601 date (UTC midnight) or date-time with a zone; in the future. */
+/**
+ * `--expires-at`: epoch milliseconds, or an ISO 8601 date (UTC midnight) or date-time with a zone,
+ * in the future; or `never` (`null`).
+ */
 const parseExpiresAt = (text: string) =>
-  Effect.suspend(() => {
+  Effect.suspend((): Effect.Effect<number | null, CliFailure> => {
     const invalid = (why: string) =>
       Effect.fail(usageError(`--expires-at ${why}, got ${JSON.stringify(text)}`))
+    if (/^\s*never\s*$/i.test(text)) return Effect.succeed(null)
     let ms: number
     if (/^\d+$/.test(text)) ms = Number(text)
     else {
       const match = ISO_DATE_TIME.exec(text)
       if (match === null || (match[4] !== undefined && match[7] === undefined)) {
-        return invalid("must be epoch milliseconds or an ISO 8601 date-time with a time zone (2030-01-01T00:00:00Z)")
+        return invalid("must be epoch milliseconds, an ISO 8601 date-time with a time zone (2030-01-01T00:00:00Z), or never")
       }
       ms = Date.parse(match[4] === undefined ? `${text}T00:00:00Z` : text)
       // The calendar date as written: no roll-over of day 30 of February.
@@ -131,7 +150,7 @@ const parseExpiresAt = (text: string) =>
     }
     if (!Number.isSafeInteger(ms)) return invalid("is not a time")
     if (ms > MAX_EPOCH_MILLIS) return invalid(`is later than a date can be (${MAX_EPOCH_MILLIS} ms, +275760-09-13)`)
-    if (ms <= Date.now()) return invalid("is in the past: the key would be expired when issued")
+    if (ms <= Date.now()) return invalid("is in the past: the key would be expired at once")
     return Effect.succeed(ms)
   })
 
@@ -173,7 +192,8 @@ const rootKeyIssue = Command.make(
   },
   (flags) =>
     Effect.gen(function*() {
-      const expiresAt = Option.isSome(flags.expiresAt) ? yield* parseExpiresAt(flags.expiresAt.value) : undefined
+      // `never` is the default: no expiry.
+      const expiresAt = Option.isSome(flags.expiresAt) ? (yield* parseExpiresAt(flags.expiresAt.value)) ?? undefined : undefined
       const issued = yield* withKit(flags, (kit) =>
         admin(
           kit,
@@ -241,11 +261,7 @@ const rootKeyUpdate = Command.make(
   (flags) =>
     Effect.gen(function*() {
       if (flags.enable && flags.disable) return yield* usageError("--enable and --disable exclude each other")
-      const expiresAt = Option.isNone(flags.expiresAt)
-        ? undefined
-        : flags.expiresAt.value === "never"
-        ? null
-        : yield* parseExpiresAt(flags.expiresAt.value)
+      const expiresAt = Option.isNone(flags.expiresAt) ? undefined : yield* parseExpiresAt(flags.expiresAt.value)
       const patch = {
         ...(flags.enable || flags.disable ? { enabled: flags.enable } : {}),
         ...(flags.permissions.length > 0 ? { permissions: flags.permissions } : {}),
@@ -255,7 +271,7 @@ const rootKeyUpdate = Command.make(
         return yield* usageError("nothing to change: give --enable, --disable, --permission or --expires-at")
       }
       const updated = yield* withKit(flags, (kit) => admin(kit, Admin.updateRootKey(flags.keyId, patch)))
-      if (updated === null) return yield* notFoundError(`no root key with id ${flags.keyId}`)
+      if (updated === null) return yield* notFoundError(`no live root key with id ${flags.keyId} (none, or revoked)`)
       const shown = withoutHash(updated)
       yield* print(flags.json, shown, (key) => describeKey("Updated root key", key).join("\n"))
     })

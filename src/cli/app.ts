@@ -35,32 +35,28 @@ const root = Command.make("identity-kit").pipe(
 
 const cli = Command.run(root, { name: "identity-kit", version: version() })
 
-// The repeatable flags, by the commands that take them. `@effect/cli` drops an empty or missing
-// value of a repeated option without a word (`--permission ''` would issue a key with the default
-// permission instead of failing), and reads `--permission=…` as an unknown argument although it
-// splits `--name=…`. Flags are matched without case, as `@effect/cli` matches them.
-const REPEATED_FLAGS: Readonly<Record<string, ReadonlyArray<string>>> = {
-  "root-key issue": ["--permission"],
-  "root-key update": ["--permission"],
-  "identity create": ["--ratelimit"]
-}
+// The repeatable flags (`root-key issue|update --permission`, `identity create --ratelimit`).
+// `@effect/cli` drops an empty or missing value of a repeated option without a word
+// (`--permission ''` would issue a key with the default permission instead of failing), and reads
+// `--permission=…` as an unknown argument although it splits `--name=…`. Flags are matched without
+// case, as `@effect/cli` matches them, wherever they stand: global options such as `--log-level`
+// may come before the command.
+const REPEATED_FLAGS: ReadonlySet<string> = new Set(["--permission", "--ratelimit"])
 
 /**
  * `argv` with `--permission=…` split as `--permission …`; a usage failure for a repeated flag
- * given an empty value or none. Anything else (another command, `--help`) is left to the parser.
+ * given an empty value or none. With `--help`, or after `--`, everything is left to the parser.
  */
 const repeatedFlags = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, CliFailure> => {
   const args = argv.slice(2)
   const end = args.indexOf("--") === -1 ? args.length : args.indexOf("--")
-  const command = args.slice(0, 2).join(" ")
-  const flags = REPEATED_FLAGS[command]
-  if (flags === undefined || args.slice(0, end).some((arg) => arg === "--help" || arg === "-h")) return Effect.succeed(argv)
+  if (args.slice(0, end).some((arg) => arg === "--help" || arg === "-h")) return Effect.succeed(argv)
   const out: Array<string> = argv.slice(0, 2)
   for (let i = 0; i < end; i++) {
     const arg = args[i] ?? ""
     const equals = arg.indexOf("=")
     const flag = (equals === -1 ? arg : arg.slice(0, equals)).toLowerCase()
-    if (!flags.includes(flag)) {
+    if (!REPEATED_FLAGS.has(flag)) {
       out.push(arg)
       continue
     }

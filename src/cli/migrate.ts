@@ -19,6 +19,19 @@ const clientOf = (target: StorageTarget) =>
         Layer.mapError((cause) => new StorageError({ operation: "connect", cause }))
       ))
 
+/**
+ * Why `migrate` failed: a database that cannot be reached, PGlite missing, or the storage's own
+ * sentence as they say it; anything else a migration met as "migration failed" with its detail
+ * (never the advice to run the migrations: that is what failed).
+ */
+const why = (error: StorageError): string => {
+  const found = classifyStorageFailure(error.cause)
+  if (error.operation !== "migrate" || found.kind === "unreachable" || found.kind === "pglite-missing" || found.kind === "own") {
+    return describeStorageFailure(error)
+  }
+  return `migration failed: ${found.kind === "no-tables" ? found.relation : found.detail}`
+}
+
 /** `identity-kit migrate`. */
 export const migrate = Command.make("migrate", { json, ...storageFlags }, (flags) =>
   Effect.gen(function*() {
@@ -26,17 +39,7 @@ export const migrate = Command.make("migrate", { json, ...storageFlags }, (flags
     const client = yield* clientOf(target)
     const applied = yield* runMigrations.pipe(
       Effect.provide(client),
-      // "migration failed" only for what a migration did: a database that cannot be reached, PGlite
-      // missing or an unusable directory say so themselves.
-      Effect.mapError((error) =>
-        runtimeError(
-          `${target.label}: ${
-            error.operation === "migrate" && classifyStorageFailure(error.cause).kind === "other" ? "migration failed: " : ""
-          }${
-            describeStorageFailure(error)
-          }`
-        )
-      )
+      Effect.mapError((error) => runtimeError(`${target.label}: ${why(error)}`))
     )
     const names = applied.map(([id, name]) => `${String(id).padStart(4, "0")}_${name}`)
     yield* print(flags.json, { storage: target.label, applied: names }, () =>

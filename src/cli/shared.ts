@@ -11,7 +11,9 @@ import { causeMessages } from "../internal/log.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
 import type { StorageError } from "../Errors.js"
 import { layerPostgres } from "../storage/postgres.js"
-import { type CliFailure, describeStorageFailure, runtimeError, usageError } from "./failure.js"
+import { type CliFailure, describeStorageFailure, plain, runtimeError, usageError } from "./failure.js"
+
+export { plain } from "./failure.js"
 
 /** `--json`: one JSON document on stdout instead of text for a person. */
 export const json = Options.boolean("json").pipe(
@@ -160,19 +162,6 @@ export const time = (ms: number | null | undefined): string => {
   // A time beyond a Date's range (stored before the admin API refused one): the number itself.
   return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString()
 }
-
-// C0 and C1 controls, DEL, line and paragraph separators and bidirectional controls: a line break
-// would break a table, ESC or CSI drive the terminal, a bidi override reorder what is shown. (A
-// backslash stays as it is: `meta` is shown as JSON, which escapes its own.)
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
-
-/**
- * Stored text as text output shows it: controls escaped as `\n`, `\u001b` … (names, externalIds
- * and meta are anyone's input). `--json` output is JSON, for programs rather than terminals.
- */
-export const plain = (text: string): string =>
-  text.replace(CONTROL, (c) =>
-    c === "\n" ? "\\n" : c === "\r" ? "\\r" : c === "\t" ? "\\t" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
 /** Rows as left-aligned columns under a header; `(none)` when there are no rows. Cells are `plain`. */
 export const table = (header: ReadonlyArray<string>, input: ReadonlyArray<ReadonlyArray<string>>): string => {

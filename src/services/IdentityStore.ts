@@ -66,6 +66,12 @@ export interface KeysetPage<A, C> {
   readonly cursor?: C | undefined
 }
 
+/** What `updateWorkspace` may change; a field left out keeps its value. */
+export interface WorkspacePatch {
+  readonly name?: string | undefined
+  readonly enabled?: boolean | undefined
+}
+
 /** What `updateRootKey` may change; a field left out keeps its value. */
 export interface RootKeyPatch {
   readonly enabled?: boolean | undefined
@@ -74,7 +80,8 @@ export interface RootKeyPatch {
   readonly expiresAt?: number | null | undefined
   /**
    * Epoch ms of the deletion (a deleted key is answered as unknown), or `null` to restore it. A key
-   * already deleted keeps its first deletion time: it is when the key stopped working.
+   * already deleted keeps its first deletion time: it is when the key stopped working. A patch
+   * without `deletedAt` leaves a deleted key alone and answers `null`, as for no key.
    */
   readonly deletedAt?: number | null | undefined
 }
@@ -102,6 +109,11 @@ export interface IdentityStoreService {
    * its `createdAt`. Answers the workspace as stored.
    */
   readonly putWorkspace: (workspace: Workspace) => Effect.Effect<Workspace, StorageError>
+  /**
+   * Changes only what the patch names, in one step (a concurrent change of another field is kept).
+   * Answers the workspace, or `null` when there is none with this id.
+   */
+  readonly updateWorkspace: (id: string, patch: WorkspacePatch) => Effect.Effect<Workspace | null, StorageError>
   /**
    * Workspaces by id (code-unit order): `cursor` is an id, the page starts at the first id `>=` it
    * (any string; `limit + 1` rows read to know whether there is a next page).

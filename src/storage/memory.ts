@@ -209,6 +209,16 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
         return stored
       }),
 
+    updateWorkspace: (id, patch) =>
+      attempt("updateWorkspace", () => {
+        const workspace = workspaces.get(id)
+        if (workspace === undefined) return null
+        const next: Workspace = { ...workspace, name: patch.name ?? workspace.name, enabled: patch.enabled ?? workspace.enabled }
+        workspaces.set(id, next)
+        publish({ _tag: "InvalidateWorkspace", workspaceId: id })
+        return next
+      }),
+
     listWorkspaces: (query) =>
       attempt("listWorkspaces", () =>
         idPage(workspaceIds, query.cursor, query.limit, (id): Workspace => {
@@ -251,7 +261,8 @@ const makeStore = (publish: (event: RootKeyEvent) => void): IdentityStoreService
       attempt("updateRootKey", () => {
         const hash = hashById.get(id)
         const key = hash === undefined ? undefined : keysByHash.get(hash)
-        if (key === undefined) return null
+        // A revoked key is changed only by a patch of `deletedAt` (revoked again, or restored).
+        if (key === undefined || (key.deletedAt !== null && patch.deletedAt === undefined)) return null
         const next: RootKey = {
           ...key,
           enabled: patch.enabled ?? key.enabled,

@@ -130,6 +130,10 @@ export const publishingWrites = (store: IdentityStoreService, hub: Pick<RootKeyE
   ...store,
   putWorkspace: (workspace) =>
     Effect.tap(store.putWorkspace(workspace), () => hub.publish({ _tag: "InvalidateWorkspace", workspaceId: workspace.id })),
+  updateWorkspace: (id, patch) =>
+    Effect.tap(store.updateWorkspace(id, patch), (workspace) => {
+      if (workspace !== null) hub.publish({ _tag: "InvalidateWorkspace", workspaceId: workspace.id })
+    }),
   putRootKey: (key) => Effect.tap(store.putRootKey(key), () => hub.publish({ _tag: "Invalidate", hash: key.hash })),
   updateRootKey: (id, patch) =>
     Effect.tap(store.updateRootKey(id, patch), (key) => {

@@ -59,7 +59,8 @@ import {
   type KeysetPage,
   type KeysetQuery,
   type NewIdentity,
-  type RootKeyPatch
+  type RootKeyPatch,
+  type WorkspacePatch
 } from "../services/IdentityStore.js"
 import { fromSqlClient, outsideTransactions, type Rows, type Statement, StatementExecutor } from "./executor.js"
 import { listBounds, wellFormed } from "./internal.js"
@@ -734,7 +735,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
               THEN CASE WHEN ${patch.deletedAt ?? null}::bigint IS NULL THEN NULL
                         ELSE COALESCE(deleted_at, ${patch.deletedAt ?? null}::bigint) END
               ELSE deleted_at END
-          WHERE id = ${id}
+          WHERE id = ${id} AND (deleted_at IS NULL OR ${patch.deletedAt !== undefined}::boolean)
           RETURNING id, workspace_id, hash, name, permissions::text AS permissions, enabled, expires_at, deleted_at,
                     created_at, NULL::text AS workspace_name, NULL::boolean AS workspace_enabled,
                     NULL::bigint AS workspace_created_at`
@@ -784,6 +785,20 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
           RETURNING id, name, enabled, created_at`
     )
     return row === undefined ? workspace : { ...workspace, createdAt: row.created_at }
+  })
+
+  // One statement: each field is replaced only when the patch has it.
+  const updateWorkspace = traced("IdentityStore.updateWorkspace", function*(id: string, patch: WorkspacePatch) {
+    const [row] = yield* rows(
+      "updateWorkspace",
+      WorkspaceRows,
+      sql`UPDATE identity_kit_workspaces SET
+            name = CASE WHEN ${patch.name !== undefined}::boolean THEN ${patch.name ?? ""}::text ELSE name END,
+            enabled = CASE WHEN ${patch.enabled !== undefined}::boolean THEN ${patch.enabled ?? false}::boolean ELSE enabled END
+          WHERE id = ${id}
+          RETURNING id, name, enabled, created_at`
+    )
+    return row === undefined ? null : { id: row.id, name: row.name, enabled: row.enabled, createdAt: row.created_at }
   })
 
   // The workspace's existence is checked by the foreign key of migration 0009, in the same statement.
@@ -962,6 +977,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
     findRootKey,
     updateIdentity,
     putWorkspace,
+    updateWorkspace,
     listWorkspaces,
     putRootKey,
     listRootKeys,
