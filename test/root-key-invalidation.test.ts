@@ -98,7 +98,7 @@ describe("PGlite: the next request after a change is refused, with the cache on"
     return prepared
   }
 
-  it("through kit.admin: revoke → 401, disable → 403, workspace disabled → 403", async () => {
+  it("through kit.admin: revoke → 401, disable → 403, workspace disabled (replaced or updated) → 403", async () => {
     const revoked = await warm("ws_pa")
     await kit.admin.revokeRootKey(revoked.keyId)
     assert.strictEqual(await post(kit, revoked.key), 401)
@@ -110,6 +110,10 @@ describe("PGlite: the next request after a change is refused, with the cache on"
     const inWorkspace = await warm("ws_pc")
     await kit.admin.createWorkspace({ id: inWorkspace.workspaceId, enabled: false })
     assert.strictEqual(await post(kit, inWorkspace.key), 403)
+
+    const updated = await warm("ws_pu")
+    await kit.admin.updateWorkspace(updated.workspaceId, { enabled: false })
+    assert.strictEqual(await post(kit, updated.key), 403)
   })
 
   it("by plain SQL on the same database (the trigger's notification alone)", async () => {
@@ -328,6 +332,7 @@ ${latencies.map((l) => `  ${l.label}: notify ${l.notifyMs.toFixed(2)} ms, refuse
     ["revoked through A's kit.admin", 401, (key) => a().admin.revokeRootKey(key.keyId)],
     ["disabled through A's kit.admin", 403, (key) => a().admin.updateRootKey(key.keyId, { enabled: false })],
     ["workspace disabled through A's kit.admin", 403, (key) => a().admin.createWorkspace({ id: key.workspaceId, enabled: false })],
+    ["workspace disabled through A's kit.admin.updateWorkspace", 403, (key) => a().admin.updateWorkspace(key.workspaceId, { enabled: false })],
     ["disabled by plain SQL", 403, (key) => sql((sql) => sql`UPDATE identity_kit_root_keys SET enabled = false WHERE id = ${key.keyId}`)],
     ["deleted by plain SQL", 401, (key) => sql((sql) => sql`DELETE FROM identity_kit_root_keys WHERE id = ${key.keyId}`)],
     ["workspace disabled by plain SQL", 403, (key) =>
