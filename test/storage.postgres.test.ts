@@ -115,6 +115,26 @@ describe.runIf(DATABASE_URL)("postgres with REPEATABLE READ as the default isola
       await kit.dispose()
     }
   }, 60_000)
+  it("concurrent admin updates of one workspace and one root key all succeed, each field as the last write left it", async () => {
+    const kit = makeIdentityKit({ storage })
+    try {
+      await kit.admin.createWorkspace({ id: "ws_rr_admin" })
+      const { rootKey } = await kit.admin.issueRootKey({ workspaceId: "ws_rr_admin" })
+      // 20 of each at once: under REPEATABLE READ most would fail with 40001 without the retry.
+      await Promise.all(Array.from({ length: 20 }, (_, i) =>
+        Promise.all([
+          kit.admin.updateWorkspace("ws_rr_admin", i % 2 === 0 ? { name: `name ${i}` } : { enabled: i % 4 === 1 }),
+          kit.admin.updateRootKey(rootKey.id, i % 2 === 0 ? { permissions: [`p${i}`] } : { enabled: i % 4 === 1 })
+        ])))
+      const workspace = (await kit.admin.listWorkspaces()).items.find((ws) => ws.id === "ws_rr_admin")
+      expect(workspace?.name).toMatch(/^name \d+$/)
+      expect(typeof workspace?.enabled).toBe("boolean")
+      const key = (await kit.admin.listRootKeys("ws_rr_admin")).items[0]
+      expect(key?.permissions).toHaveLength(1)
+    } finally {
+      await kit.dispose()
+    }
+  }, 60_000)
   // A writer that changes only ratelimits locks the identity row without writing it. Under
   // REPEATABLE READ the next writer's snapshot predates that lock wait; were the row not written,
   // it would get the lock without a serialization failure and replace the set it saw (here: none),

@@ -723,7 +723,9 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
 
   // One statement: each field is replaced only when the patch has it.
   const updateRootKey = traced("IdentityStore.updateRootKey", function*(id: string, patch: RootKeyPatch) {
-    const [row] = yield* rows(
+    // A single statement, rolled back whole on a serialization failure (REPEATABLE READ or
+    // SERIALIZABLE by default): run again.
+    const [row] = yield* retrySerializationFailures(rows(
       "updateRootKey",
       RootKeyRows,
       sql`UPDATE identity_kit_root_keys SET
@@ -739,7 +741,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
           RETURNING id, workspace_id, hash, name, permissions::text AS permissions, enabled, expires_at, deleted_at,
                     created_at, NULL::text AS workspace_name, NULL::boolean AS workspace_enabled,
                     NULL::bigint AS workspace_created_at`
-    )
+    ))
     return row === undefined ? null : toRootKey(row)
   })
 
@@ -789,7 +791,9 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
 
   // One statement: each field is replaced only when the patch has it.
   const updateWorkspace = traced("IdentityStore.updateWorkspace", function*(id: string, patch: WorkspacePatch) {
-    const [row] = yield* rows(
+    // A single statement, rolled back whole on a serialization failure (REPEATABLE READ or
+    // SERIALIZABLE by default): run again.
+    const [row] = yield* retrySerializationFailures(rows(
       "updateWorkspace",
       WorkspaceRows,
       sql`UPDATE identity_kit_workspaces SET
@@ -797,7 +801,7 @@ export const makeSql: Effect.Effect<IdentityStoreService, never, SqlClient.SqlCl
             enabled = CASE WHEN ${patch.enabled !== undefined}::boolean THEN ${patch.enabled ?? false}::boolean ELSE enabled END
           WHERE id = ${id}
           RETURNING id, name, enabled, created_at`
-    )
+    ))
     return row === undefined ? null : { id: row.id, name: row.name, enabled: row.enabled, createdAt: row.created_at }
   })
 
