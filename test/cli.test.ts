@@ -300,6 +300,12 @@ describe("identity-kit (in process, on the same directory)", () => {
     // A global option before the command does not hide the flag.
     const globalFirst = await runHere("--log-level", "info", "root-key", "issue", "--workspace", "ws_cli", "--permission", "")
     assert.deepStrictEqual(globalFirst, { code: 2, stdout: "", stderr: "identity-kit: --permission needs a value, got an empty one\n" })
+    // Another flag's value is never taken for the flag, and another command's flags are the parser's.
+    const asValue = await runHere("workspace", "create", "--id", "--permission", "--name", "--ratelimit", "--json")
+    assert.deepInclude(JSON.parse(asValue.stdout), { id: "--permission", name: "--ratelimit" })
+    const otherCommand = await runHere("workspace", "list", "--permission", "")
+    assert.deepStrictEqual([otherCommand.code, otherCommand.stdout], [2, ""])
+    assert.notInclude(otherCommand.stderr, "needs a value")
     const emptyRatelimit = await runHere("identity", "create", "--workspace", "ws_cli", "--external-id", "u", "--ratelimit", "")
     assert.deepStrictEqual(emptyRatelimit, { code: 2, stdout: "", stderr: "identity-kit: --ratelimit needs a value, got an empty one\n" })
     // `--flag=value` works for a repeated flag as for the others.

@@ -35,29 +35,56 @@ const root = Command.make("identity-kit").pipe(
 
 const cli = Command.run(root, { name: "identity-kit", version: version() })
 
-// The repeatable flags (`root-key issue|update --permission`, `identity create --ratelimit`).
-// `@effect/cli` drops an empty or missing value of a repeated option without a word
-// (`--permission ''` would issue a key with the default permission instead of failing), and reads
-// `--permission=…` as an unknown argument although it splits `--name=…`. Flags are matched without
-// case, as `@effect/cli` matches them, wherever they stand: global options such as `--log-level`
-// may come before the command.
-const REPEATED_FLAGS: ReadonlySet<string> = new Set(["--permission", "--ratelimit"])
+// The repeatable flags, by the commands that take them. `@effect/cli` drops an empty or missing
+// value of a repeated option without a word (`--permission ''` would issue a key with the default
+// permission instead of failing), and reads `--permission=…` as an unknown argument although it
+// splits `--name=…`. Flags are matched without case, as `@effect/cli` matches them.
+const REPEATED_FLAGS: Readonly<Record<string, ReadonlyArray<string>>> = {
+  "root-key issue": ["--permission"],
+  "root-key update": ["--permission"],
+  "identity create": ["--ratelimit"]
+}
+
+// The flags that take no value (the commands' booleans and the parser's own): every other flag
+// takes the next argument as its value, whatever it looks like, as the parser reads it.
+const VALUELESS_FLAGS: ReadonlySet<string> = new Set([
+  "--json",
+  "--enable",
+  "--disable",
+  "--disabled",
+  "--demo",
+  "--wizard",
+  "--version",
+  "--help",
+  "-h"
+])
 
 /**
- * `argv` with `--permission=…` split as `--permission …`; a usage failure for a repeated flag
- * given an empty value or none. With `--help`, or after `--`, everything is left to the parser.
+ * `argv` with `--permission=…` split as `--permission …`; a usage failure for a repeated flag of
+ * the command given an empty value or none. The command is the first two arguments that are not
+ * flags or their values (a global `--log-level info` may come first); an argument that is another
+ * flag's value is never taken for a flag. With `--help`, or after `--`, everything is left to the
+ * parser.
  */
 const repeatedFlags = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, CliFailure> => {
   const args = argv.slice(2)
   const end = args.indexOf("--") === -1 ? args.length : args.indexOf("--")
-  if (args.slice(0, end).some((arg) => arg === "--help" || arg === "-h")) return Effect.succeed(argv)
   const out: Array<string> = argv.slice(0, 2)
+  const words: Array<string> = []
   for (let i = 0; i < end; i++) {
     const arg = args[i] ?? ""
+    if (!arg.startsWith("-")) {
+      if (words.length < 2) words.push(arg)
+      out.push(arg)
+      continue
+    }
     const equals = arg.indexOf("=")
     const flag = (equals === -1 ? arg : arg.slice(0, equals)).toLowerCase()
-    if (!REPEATED_FLAGS.has(flag)) {
+    if (flag === "--help" || flag === "-h") return Effect.succeed(argv)
+    if (!(REPEATED_FLAGS[words.join(" ")] ?? []).includes(flag)) {
+      // Another flag, and its value when it takes one.
       out.push(arg)
+      if (equals === -1 && !VALUELESS_FLAGS.has(flag) && i + 1 < end) out.push(args[++i] ?? "")
       continue
     }
     // The next argument, unless it is the next flag (no permission or ratelimit starts with `--`).
