@@ -378,6 +378,11 @@ describe("layerMemory: a kit refuses a changed key on the next request", () => {
       const inWorkspace = await issue()
       await kit.admin.createWorkspace({ id: "ws_kit", enabled: false })
       assert.strictEqual(await post(kit, inWorkspace.plaintext), 403)
+
+      await kit.admin.updateWorkspace("ws_kit", { enabled: true })
+      const viaUpdate = await issue()
+      await kit.admin.updateWorkspace("ws_kit", { enabled: false })
+      assert.strictEqual(await post(kit, viaUpdate.plaintext), 403)
     } finally {
       await kit.dispose()
     }
