@@ -17,10 +17,11 @@ import { json, printJson, printText, stderrLogger, storageFlags, storageLayer, t
 const DEFAULT_PORT = 3000
 const DEFAULT_HOST = "127.0.0.1"
 
-// An empty PORT or HOST (`PORT=` in a templated env file) is the default, as an empty DATABASE_URL
-// is none: read as a number, "" would be port 0 (a random one), and Node binds host "" to every
-// interface.
-/** `PORT`: empty is the default; else a whole number (the range is checked with `--port`'s). */
+/**
+ * `PORT`: empty (`PORT=` in a templated env file) is the default, as an empty DATABASE_URL is none:
+ * read as a number, "" would be port 0 (a random one). Else a whole number (the range is checked
+ * with `--port`'s).
+ */
 export const envPort = Config.string("PORT").pipe(
   Config.mapOrFail((text) =>
     text.trim() === ""
@@ -30,7 +31,7 @@ export const envPort = Config.string("PORT").pipe(
       : Either.left(ConfigError.InvalidData([], `PORT must be a port number from 0 to 65535, got ${JSON.stringify(text)}`))
   )
 )
-/** `HOST`: empty is the default (127.0.0.1). */
+/** `HOST`: empty is the default (127.0.0.1); Node would bind host "" to every interface. */
 export const envHost = Config.string("HOST").pipe(Config.map((text) => text.trim() === "" ? DEFAULT_HOST : text.trim()))
 
 const flags = {
