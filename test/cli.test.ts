@@ -416,6 +416,11 @@ describe("identity-kit lists (in process)", () => {
     assert.deepStrictEqual(JSON.parse(disabled.stdout), { ...JSON.parse(created.stdout), enabled: false })
     const enabled = await runHere("workspace", "update", "ws_ctl", "--enable")
     assert.match(enabled.stdout, /^Updated workspace ws_ctl \(name: two\\nlines\\u001b\[31m, enabled\)\n$/)
+    // So does the parser's own line for an argument it does not know.
+    const unknown = await runHere("workspace", "list", "x\u001b]0;title\u0007y")
+    assert.strictEqual(unknown.code, 2)
+    assert.include(unknown.stderr, "'x\\u001b]0;title\\u0007y'")
+    assert.notMatch(unknown.stderr, /[\u0000-\u0009\u000b-\u001f]/)
     // A not-found line repeats what was typed, its controls escaped.
     assert.deepStrictEqual(await runHere("workspace", "update", "ws_\u001b[7mx", "--enable"), {
       code: 3,

@@ -7,6 +7,7 @@ import { ValidationError } from "@effect/cli"
 import { Cause, Data, Option, Runtime } from "effect"
 import { causeMessages, classifyStorageFailure } from "../internal/log.js"
 import { PromptsUnsupported } from "./platform.js"
+import { plain } from "./text.js"
 
 /** The exit codes (docs/cli.md). */
 export const ExitCode = {
@@ -26,19 +27,6 @@ export class CliFailure extends Data.TaggedError("CliFailure")<{
   readonly message: string
   readonly exitCode: number
 }> {}
-
-// C0 and C1 controls, DEL, line and paragraph separators and bidirectional controls: a line break
-// would break a table, ESC or CSI drive the terminal, a bidi override reorder what is shown. (A
-// backslash stays as it is: `meta` is shown as JSON, which escapes its own.)
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
-
-/**
- * Stored text as text output shows it: controls escaped as `\n`, `\u001b` … (names, externalIds
- * and meta are anyone's input). `--json` output is JSON, for programs rather than terminals.
- */
-export const plain = (text: string): string =>
-  text.replace(CONTROL, (c) =>
-    c === "\n" ? "\\n" : c === "\r" ? "\\r" : c === "\t" ? "\\t" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
 /** Exit 2: a flag or value the command refuses. */
 export const usageError = (message: string) => new CliFailure({ message, exitCode: ExitCode.usage })

@@ -8,6 +8,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Terminal from "@effect/platform/Terminal"
 import { Effect, Layer } from "effect"
+import { plain } from "./text.js"
 
 /** Thrown (as a defect) when something asks the terminal for input: the commands have no prompts. */
 export class PromptsUnsupported extends Error {
@@ -42,8 +43,9 @@ export const layer: Layer.Layer<FileSystem.FileSystem | Path.Path | Terminal.Ter
 
 const ANSI = /\u001b\[[0-9;]*m/g
 
-/** Text for a stream: `@effect/cli` colours its help and errors; a pipe or a file gets plain text. */
-export const plain = (text: string, stream: NodeJS.WriteStream): string => stream.isTTY === true ? text : text.replace(ANSI, "")
+/** Text for a stream: `@effect/cli` colours its help and errors; a pipe or a file gets them without colour. */
+export const forStream = (text: string, stream: NodeJS.WriteStream): string =>
+  stream.isTTY === true ? text : text.replace(ANSI, "")
 
 /**
  * Runs `effect` with a `Console` whose `log` and `error` are what `@effect/cli` prints with: `log`
@@ -57,12 +59,14 @@ export const withCliConsole = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.
       log: (...args: ReadonlyArray<unknown>) =>
         Effect.sync(() => {
           // Its texts end with a line break of their own.
-          process.stdout.write(`${plain(args.map(String).join(" "), process.stdout).replace(/\n+$/, "")}\n`)
+          process.stdout.write(`${forStream(args.map(String).join(" "), process.stdout).replace(/\n+$/, "")}\n`)
         }),
       error: (...args: ReadonlyArray<unknown>) =>
         Effect.sync(() => {
-          const text = plain(args.map(String).join(" "), process.stderr).split("\n").map((line) => line.trim())
-            .filter((line) => line !== "").join(" ")
+          // Without its colours, and with what the user typed (which it repeats) escaped.
+          const text = plain(
+            args.map(String).join(" ").replace(ANSI, "").split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" ")
+          )
           process.stderr.write(`identity-kit: ${text} (see --help)\n`)
         })
     }))

@@ -11,9 +11,10 @@ import { causeMessages } from "../internal/log.js"
 import type { IdentityStore } from "../services/IdentityStore.js"
 import type { StorageError } from "../Errors.js"
 import { layerPostgres } from "../storage/postgres.js"
-import { type CliFailure, describeStorageFailure, plain, runtimeError, usageError } from "./failure.js"
+import { type CliFailure, describeStorageFailure, runtimeError, usageError } from "./failure.js"
+import { plain } from "./text.js"
 
-export { plain } from "./failure.js"
+export { plain } from "./text.js"
 
 /** `--json`: one JSON document on stdout instead of text for a person. */
 export const json = Options.boolean("json").pipe(
