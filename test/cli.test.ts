@@ -414,8 +414,12 @@ describe("identity-kit lists (in process)", () => {
     // update keeps what it is not given (create with the id would reset the name).
     const disabled = await runHere("workspace", "update", "ws_ctl", "--disable", "--json")
     assert.deepStrictEqual(JSON.parse(disabled.stdout), { ...JSON.parse(created.stdout), enabled: false })
+    // Its keys are answered 403 meanwhile: the key list says so.
+    assert.strictEqual((await runHere("root-key", "issue", "--workspace", "ws_ctl")).code, 0)
+    assert.match((await runHere("root-key", "list", "--workspace", "ws_ctl")).stdout, /^key_\S+ +root key +workspace disabled +/m)
     const enabled = await runHere("workspace", "update", "ws_ctl", "--enable")
     assert.match(enabled.stdout, /^Updated workspace ws_ctl \(name: two\\nlines\\u001b\[31m, enabled\)\n$/)
+    assert.match((await runHere("root-key", "list", "--workspace", "ws_ctl")).stdout, /^key_\S+ +root key +active +/m)
     // So does the parser's own line for an argument it does not know.
     const unknown = await runHere("workspace", "list", "x\u001b]0;title\u0007y")
     assert.strictEqual(unknown.code, 2)

@@ -11,6 +11,7 @@ import type { JsonObject } from "../domain/Json.js"
 import { isJsonObject } from "../domain/Json.js"
 import type { Identity, RootKeyInfo, Workspace } from "../domain/Model.js"
 import { InvalidInput, ValidationIssue } from "../Errors.js"
+import { IdentityStore } from "../services/IdentityStore.js"
 import { type CliFailure, notFoundError, usageError } from "./failure.js"
 import {
   admin,
@@ -154,9 +155,11 @@ const parseExpiresAt = (text: string) =>
     return Effect.succeed(ms)
   })
 
-const keyState = (key: RootKeyInfo, now: number): string =>
+const keyState = (key: RootKeyInfo, now: number, workspaceDisabled = false): string =>
   key.deletedAt !== null
     ? "revoked"
+    : workspaceDisabled
+    ? "workspace disabled"
     : key.expiresAt !== null && key.expiresAt <= now
     ? "expired"
     : key.enabled
@@ -221,8 +224,16 @@ const rootKeyList = Command.make(
   "list",
   { workspace: workspaceFlag, ...pageFlags, json, ...storageFlags },
   (flags) =>
-    withKit(flags, (kit) => admin(kit, Admin.listRootKeys(flags.workspace, pageQuery(flags)))).pipe(
-      Effect.flatMap((page) => {
+    withKit(flags, (kit) =>
+      Effect.all([
+        admin(kit, Admin.listRootKeys(flags.workspace, pageQuery(flags))),
+        // Its keys are answered 403 while the workspace is disabled: the state column says so.
+        admin(
+          kit,
+          Effect.flatMap(IdentityStore, (store) => store.listWorkspaces({ limit: 1, cursor: flags.workspace }))
+        ).pipe(Effect.map(({ items: [found] }) => found?.id === flags.workspace && !found.enabled))
+      ])).pipe(
+      Effect.flatMap(([page, workspaceDisabled]) => {
         const shown = { ...page, items: page.items.map(withoutHash) }
         const now = Date.now()
         return print(flags.json, shown, ({ cursor, items }) =>
@@ -231,7 +242,7 @@ const rootKeyList = Command.make(
             items.map((key) => [
               key.id,
               key.name,
-              keyState(key, now),
+              keyState(key, now, workspaceDisabled),
               key.permissions.join(","),
               key.expiresAt === null ? "never" : time(key.expiresAt),
               time(key.createdAt)
