@@ -46,7 +46,7 @@ const describeWorkspace = (workspace: Workspace): string =>
 const workspaceCreate = Command.make(
   "create",
   {
-    id: Options.text("id").pipe(Options.withDescription("The id to use (default: a new ws_… id). An existing workspace with this id is replaced."), Options.optional),
+    id: Options.text("id").pipe(Options.withDescription("The id to use (default: a new ws_… id). An existing workspace with this id gets the name and state given (workspace update changes one)."), Options.optional),
     name: Options.text("name").pipe(Options.withDescription("Default: default."), Options.optional),
     disabled: Options.boolean("disabled").pipe(Options.withDescription("Create it disabled: its keys are answered 403.")),
     json,
@@ -62,7 +62,7 @@ const workspaceCreate = Command.make(
           enabled: !flags.disabled
         })
       )).pipe(Effect.flatMap((workspace) => print(flags.json, workspace, (ws) => `Created workspace ${describeWorkspace(ws)}`)))
-).pipe(Command.withDescription("Create a workspace (or replace the one with --id)."))
+).pipe(Command.withDescription("Create a workspace (or set the name and state of the one with --id)."))
 
 /** `error` with the issues at `from` (and inside it) reported at `to`. */
 const relocated = (error: InvalidInput, from: string, to: string): InvalidInput =>
