@@ -99,7 +99,11 @@ export class IdentityConflict extends Schema.TaggedError<IdentityConflict>()("Id
  * The admin API only: a root key with this plaintext exists already (`issueRootKey` with a `key` of
  * your own; its hash is unique). Names neither key.
  */
-export class RootKeyConflict extends Schema.TaggedError<RootKeyConflict>()("RootKeyConflict", {}) {}
+export class RootKeyConflict extends Schema.TaggedError<RootKeyConflict>()("RootKeyConflict", {}) {
+  override get message(): string {
+    return "a root key with this plaintext exists already: choose another"
+  }
+}
 
 /** 503: the kit is shutting down (`dispose()` was called); the request changed nothing. */
 export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()("ServiceUnavailable", {}) {}

@@ -24,12 +24,14 @@ import { hostRequestIdOf, type PlainRequest, type PlainResponse, streamBody } fr
 import {
   DEADLINE,
   deadlineError,
+  durationMs,
   errorResponse,
   HEALTH_UNAVAILABLE,
   type HttpOptions,
   requestAnnotations,
   interruptedByDeadline,
   makeRequestProgram,
+  MAX_TIMER_MS,
   logStorageFailure,
   pingStorage,
   probeStorage,
@@ -225,7 +227,12 @@ export const makeIdentityKit = <E>(options: IdentityKitOptions<E>): IdentityKit 
     continueTrace: options.continueTrace ?? true,
     healthCheck: checkStorage
   })
-  const drainTimeoutMs = Duration.toMillis(options.drainTimeout ?? Duration.seconds(10))
+  const drainTimeoutMs = durationMs(options.drainTimeout ?? Duration.seconds(10))
+  // Effect reads a negative duration as zero: refused here rather than draining for no time.
+  const negative = typeof options.drainTimeout === "number" ? options.drainTimeout < 0 : /^\s*-/.test(String(options.drainTimeout))
+  if (drainTimeoutMs === undefined || negative || drainTimeoutMs > MAX_TIMER_MS) {
+    throw new TypeError(`identity-kit: drainTimeout must be a duration from 0 to ${MAX_TIMER_MS} ms, e.g. "10 seconds"`)
+  }
   // The served routes by full path (base path included); the health route is served too.
   const routeByPath = new Map(routes.map((route) => [resolved.basePath + route.path, route]))
   const paths = [...routeByPath.keys()]

@@ -82,6 +82,7 @@ describe("kit.admin plain values", () => {
     // The same plaintext again: the tagged conflict (a 4 on the command line), never naming the key.
     const again = await kit.admin.issueRootKey({ workspaceId, key: "my-own-key-0123456789" }).then(() => undefined, (e: unknown) => e)
     assert.instanceOf(again, RootKeyConflict)
+    assert.strictEqual((again as Error).message, "a root key with this plaintext exists already: choose another")
     assert.notInclude(JSON.stringify(again), "my-own-key")
     // Both keys work over HTTP.
     for (const key of [generated.key, fromString.key, fromRedacted.key]) {

@@ -65,9 +65,13 @@ describe("construction", () => {
     await app.close()
   })
 
-  it("bad requestTimeout or healthPath: TypeError", () => {
+  it("bad requestTimeout, drainTimeout or healthPath: TypeError", () => {
     assertTypeError(thrown(() => makeIdentityKit({ storage: layerMemory, requestTimeout: untyped("soon") })), /requestTimeout/)
     assertTypeError(thrown(() => makeIdentityKit({ storage: layerMemory, requestTimeout: 0 })), /requestTimeout/)
+    for (const drainTimeout of [untyped("x"), -1, untyped("-1 seconds"), Number.POSITIVE_INFINITY]) {
+      assertTypeError(thrown(() => makeIdentityKit({ storage: layerMemory, drainTimeout })), /drainTimeout must be a duration/)
+    }
+    assert.doesNotThrow(() => makeIdentityKit({ storage: layerMemory, drainTimeout: 0 }))
     assertTypeError(thrown(() => makeIdentityKit({ storage: layerMemory, healthPath: "healthz" })), /healthPath/)
   })
 

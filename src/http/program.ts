@@ -109,10 +109,10 @@ export const resolveHttpOptions = (options: HttpOptions = {}): ResolvedHttpOptio
 export const DEFAULT_REQUEST_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
 // setTimeout's largest delay.
-const MAX_TIMER_MS = 2_147_483_647
+export const MAX_TIMER_MS = 2_147_483_647
 
 /** A duration input in milliseconds, or undefined when it is not one (a host's typo must not throw from Effect). */
-const durationMs = (input: Duration.DurationInput): number | undefined => {
+export const durationMs = (input: Duration.DurationInput): number | undefined => {
   const decoded = Duration.decodeUnknown(input)
   if (decoded._tag === "None") return undefined
   const ms = Duration.toMillis(decoded.value)
