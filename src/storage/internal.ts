@@ -1,7 +1,7 @@
 /**
  * The replace-set rule of spec §5.2, the audit entries of §5.3 and of create/delete, shared by
  * storage layers that compute the change in JavaScript; and the rule of `listIdentities`' cursor
- * and search, shared by every layer.
+ * and search, shared by every layer; and the SQLSTATE a failure carries.
  */
 import { newId } from "../domain/Ids.js"
 import type {
@@ -212,4 +212,18 @@ export const listBounds = (cursor: string | undefined, search: string | undefine
   return search.includes("\u0000")
     ? { from, needle: undefined, matchesNothing: true }
     : { from, needle: asciiLower(wellFormed(search)), matchesNothing: false }
+}
+
+/**
+ * Whether a storage failure's chain of causes (`StorageError` → `SqlError` → the driver's error, or
+ * deeper through the migrator's wrapping) carries one of these SQLSTATE `codes`.
+ */
+export const hasSqlState = (error: { readonly cause: unknown }, codes: ReadonlySet<string>): boolean => {
+  let cause: unknown = error.cause
+  for (let depth = 0; depth < 6 && typeof cause === "object" && cause !== null; depth++) {
+    const code: unknown = Reflect.get(cause, "code")
+    if (typeof code === "string" && codes.has(code)) return true
+    cause = Reflect.get(cause, "cause")
+  }
+  return false
 }

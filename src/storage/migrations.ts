@@ -19,6 +19,7 @@ import { Duration, Effect, Layer, Schedule } from "effect"
 import { StorageError } from "../Errors.js"
 import { causeMessages } from "../internal/log.js"
 import { withSpan } from "../internal/trace.js"
+import { hasSqlState } from "./internal.js"
 import { rootKeyNotifyMigration } from "./notify.js"
 
 /** The table where applied migrations are recorded. */
@@ -812,15 +813,10 @@ const lockBackoff = (attempts: number) =>
     Schedule.intersect(Schedule.recurs(attempts - 1))
   )
 
+const LOCK_NOT_AVAILABLE: ReadonlySet<string> = new Set(["55P03"])
+
 /** SQLSTATE lock_not_available: a statement waited `lock_timeout` for a lock (its transaction is rolled back). */
-const isLockTimeout = (error: StorageError): boolean => {
-  let cause: unknown = error.cause
-  for (let depth = 0; depth < 6 && typeof cause === "object" && cause !== null; depth++) {
-    if (Reflect.get(cause, "code") === "55P03") return true
-    cause = Reflect.get(cause, "cause")
-  }
-  return false
-}
+const isLockTimeout = (error: StorageError): boolean => hasSqlState(error, LOCK_NOT_AVAILABLE)
 
 // Each migration first bounds its own lock waits. The migrator's lock on its table comes before and
 // is unbounded (`migrateOnce` clears a server's or role's default lock_timeout): waiting for another

@@ -63,7 +63,7 @@ import {
   type WorkspacePatch
 } from "../services/IdentityStore.js"
 import { fromSqlClient, outsideTransactions, type Rows, type Statement, StatementExecutor } from "./executor.js"
-import { listBounds, wellFormed } from "./internal.js"
+import { hasSqlState, listBounds, wellFormed } from "./internal.js"
 import {
   IDENTITIES_WORKSPACE_FK,
   LIVE_EXTERNAL_ID_INDEX,
@@ -204,21 +204,19 @@ const keysetPage = <Row, A, C>(
   return next === undefined ? { items } : { items, cursor: position(next) }
 }
 
-/** SQLSTATE foreign_key_violation on `constraint` (a driver that does not name it: any). */
-const isForeignKeyViolation = (error: SqlError, constraint: string): boolean => {
+/** SQLSTATE `sqlState` on `constraint` (a driver that does not name the constraint: whichever it is). */
+const isConstraintViolation = (error: SqlError, sqlState: string, constraint: string): boolean => {
   const cause = error.cause
   return typeof cause === "object" && cause !== null &&
-    "code" in cause && cause.code === "23503" &&
+    "code" in cause && cause.code === sqlState &&
     (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === constraint)
 }
 
-/** SQLSTATE unique_violation on `constraint` (a driver that does not name it: any). */
-const isUniqueViolation = (error: SqlError, constraint: string): boolean => {
-  const cause = error.cause
-  return typeof cause === "object" && cause !== null &&
-    "code" in cause && cause.code === "23505" &&
-    (!("constraint" in cause) || cause.constraint === undefined || cause.constraint === constraint)
-}
+/** SQLSTATE foreign_key_violation on `constraint`. */
+const isForeignKeyViolation = (error: SqlError, constraint: string): boolean => isConstraintViolation(error, "23503", constraint)
+
+/** SQLSTATE unique_violation on `constraint`. */
+const isUniqueViolation = (error: SqlError, constraint: string): boolean => isConstraintViolation(error, "23505", constraint)
 
 const isLiveExternalIdConflict = (error: SqlError): boolean => isUniqueViolation(error, LIVE_EXTERNAL_ID_INDEX)
 
@@ -229,15 +227,7 @@ const ROOT_KEYS_HASH_KEY = "identity_kit_root_keys_hash_key"
 const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["40001", "40P01"])
 
 /** Whether a storage failure is a rolled-back transaction that may simply be run again. */
-const isSerializationFailure = (error: StorageError): boolean => {
-  let cause: unknown = error.cause
-  for (let depth = 0; depth < 4 && typeof cause === "object" && cause !== null; depth++) {
-    const code: unknown = Reflect.get(cause, "code")
-    if (typeof code === "string" && RETRYABLE_SQLSTATES.has(code)) return true
-    cause = Reflect.get(cause, "cause")
-  }
-  return false
-}
+const isSerializationFailure = (error: StorageError): boolean => hasSqlState(error, RETRYABLE_SQLSTATES)
 
 // --- The hot path: two statements, decoded by hand --------------------------------------------
 // Rows arrive as arrays in the statement's column order. A value of the wrong type throws a
